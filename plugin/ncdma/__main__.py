@@ -1,0 +1,7 @@
+"""``python -m ncdma``: the same as the ``ncdma`` command."""
+
+import sys
+
+from ncdma.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""The ``ncdma`` command line. The only module that prints.
+
+Exit status of every command: 0 ok, 1 refused or failed, 2 usage error.
+``ncdma check``: 0 = enforce possible, 1 = audit only or no mode, 2 = usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from ncdma import __version__
+from ncdma.config import parse_flag_value
+from ncdma.errors import NcdmaError, UsageError
+from ncdma.host import gather_host_report
+from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
+from ncdma.kvm.device import DEFAULT_DEVICE
+from ncdma.report import check_json, check_text
+from ncdma.verdict import Mode, decide
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("ncdma")
+
+
+def _flag_argument(text: str) -> int:
+    """argparse type for --flag: turns UsageError into argparse's own usage error."""
+    try:
+        return parse_flag_value(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``ncdma check``: probe the host and print the verdict."""
+    report = gather_host_report(args.flag, args.device)
+    verdict = decide(report)
+    if args.json:
+        print(json.dumps(check_json(report, verdict), indent=2))
+    else:
+        print(check_text(report, verdict))
+    return EXIT_OK if verdict.mode is Mode.ENFORCE else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ncdma command."""
+    parser = argparse.ArgumentParser(
+        prog="ncdma",
+        description="Tag virtio-gpu BAR memslots KVM_MEM_NON_COHERENT_DMA for libvirt/QEMU VMs.",
+        epilog="Exit status: 0 ok, 1 refused or failed, 2 usage error.")
+    parser.add_argument("--version", action="version", version=f"ncdma {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log details and tracebacks to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="report which mode this host can run, and why",
+        description="Probe this host with real KVM ioctls and report whether ncdma can enforce "
+                    "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
+        epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.add_argument("--flag", type=_flag_argument, default=DEFAULT_NON_COHERENT_DMA_FLAG,
+                       metavar="VALUE",
+                       help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default 0x8)")
+    check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
+                       help=f"the KVM device node (default {DEFAULT_DEVICE})")
+    check.set_defaults(handler=run_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ncdma command; never lets a traceback reach the operator unless --debug."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="ncdma: %(levelname)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except NcdmaError as err:
+        print(f"ncdma: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("ncdma: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the operator gets one line, --debug the traceback
+        log.debug("internal error", exc_info=True)
+        print(f"ncdma: internal error: {err!r} (run with --debug for details and report it)",
+              file=sys.stderr)
+        return EXIT_FAILED

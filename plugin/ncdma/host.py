@@ -1,0 +1,69 @@
+"""The host report: everything ncdma needs to know about a host to choose a mode.
+
+Gathering (I/O) lives here; the decision is the pure function in :mod:`ncdma.verdict`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from ncdma.cpu import CpuInfo, loaded_kvm_modules, read_cpu
+from ncdma.errors import KvmError
+from ncdma.kvm.device import DEFAULT_DEVICE
+from ncdma.kvm.probe import KernelProbe, probe_kernel
+from ncdma.versions import qemu_and_libvirt_versions
+
+SECCOMP_ACTIONS = Path("/proc/sys/kernel/seccomp/actions_avail")
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What was observed on a host. ``probe`` is None when it could not run (see ``probe_error``)."""
+
+    hostname: str
+    arch: str
+    kernel: str
+    cpu: CpuInfo
+    kvm_modules: tuple[str, ...]
+    device: str
+    probe: KernelProbe | None
+    probe_error: str
+    seccomp_user_notif: bool
+    qemu_version: str | None
+    libvirt_version: str | None
+
+
+def seccomp_user_notif_available(actions: Path = SECCOMP_ACTIONS) -> bool:
+    """The kernel offers SECCOMP_RET_USER_NOTIF, which the guard needs to trap ioctls."""
+    try:
+        return "user_notif" in actions.read_text().split()
+    except OSError:
+        return False
+
+
+def gather_host_report(flag: int, device: str = DEFAULT_DEVICE) -> HostReport:
+    """Observe this host: CPU, KVM modules, the kernel probe for ``flag``, versions."""
+    probe: KernelProbe | None = None
+    probe_error = ""
+    try:
+        probe = probe_kernel(flag, device)
+    except KvmError as err:
+        probe_error = str(err)
+    qemu, libvirt = qemu_and_libvirt_versions()
+    uname = os.uname()
+    return HostReport(
+        hostname=uname.nodename,
+        arch=platform.machine(),
+        kernel=uname.release,
+        cpu=read_cpu(),
+        kvm_modules=loaded_kvm_modules(),
+        device=device,
+        probe=probe,
+        probe_error=probe_error,
+        seccomp_user_notif=seccomp_user_notif_available(),
+        qemu_version=qemu,
+        libvirt_version=libvirt,
+    )

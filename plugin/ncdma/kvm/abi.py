@@ -1,0 +1,94 @@
+"""Constants and struct layouts of the KVM ioctl ABI (include/uapi/linux/kvm.h)."""
+
+from __future__ import annotations
+
+import ctypes
+
+KVMIO = 0xAE
+
+_IOC_WRITE = 1
+_IOC_NRSHIFT = 0
+_IOC_TYPESHIFT = 8
+_IOC_SIZESHIFT = 16
+_IOC_DIRSHIFT = 30
+
+
+def _io(nr: int) -> int:
+    """An ioctl number without argument struct (the kernel's _IO)."""
+    return (KVMIO << _IOC_TYPESHIFT) | (nr << _IOC_NRSHIFT)
+
+
+def _iow(nr: int, size: int) -> int:
+    """An ioctl number whose struct userspace writes to the kernel (_IOW)."""
+    return (_IOC_WRITE << _IOC_DIRSHIFT) | (size << _IOC_SIZESHIFT) | _io(nr)
+
+
+class UserspaceMemoryRegion(ctypes.Structure):
+    """``struct kvm_userspace_memory_region``: the argument of the v1 memslot ioctl."""
+
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("guest_phys_addr", ctypes.c_uint64),
+        ("memory_size", ctypes.c_uint64),
+        ("userspace_addr", ctypes.c_uint64),
+    ]
+
+
+class UserspaceMemoryRegion2(ctypes.Structure):
+    """``struct kvm_userspace_memory_region2`` (Linux 6.8+): the v1 fields plus guest_memfd."""
+
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("guest_phys_addr", ctypes.c_uint64),
+        ("memory_size", ctypes.c_uint64),
+        ("userspace_addr", ctypes.c_uint64),
+        ("guest_memfd_offset", ctypes.c_uint64),
+        ("guest_memfd", ctypes.c_uint32),
+        ("pad1", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint64 * 14),
+    ]
+
+
+class EnableCap(ctypes.Structure):
+    """``struct kvm_enable_cap``: the argument of KVM_ENABLE_CAP."""
+
+    _fields_ = [
+        ("cap", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("args", ctypes.c_uint64 * 4),
+        ("pad", ctypes.c_uint8 * 64),
+    ]
+
+
+KVM_GET_API_VERSION = _io(0x00)
+KVM_CREATE_VM = _io(0x01)
+KVM_CHECK_EXTENSION = _io(0x03)
+KVM_SET_USER_MEMORY_REGION = _iow(0x46, ctypes.sizeof(UserspaceMemoryRegion))
+KVM_SET_USER_MEMORY_REGION2 = _iow(0x49, ctypes.sizeof(UserspaceMemoryRegion2))
+KVM_ENABLE_CAP = _iow(0xA3, ctypes.sizeof(EnableCap))
+
+MEMSLOT_IOCTL_NAMES = {
+    KVM_SET_USER_MEMORY_REGION: "KVM_SET_USER_MEMORY_REGION",
+    KVM_SET_USER_MEMORY_REGION2: "KVM_SET_USER_MEMORY_REGION2",
+}
+
+KVM_API_VERSION = 12
+
+# Memslot flags defined upstream (bits 0..2 as of v6.19-rc1).
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+KVM_MEM_GUEST_MEMFD = 1 << 2
+UPSTREAM_MEMSLOT_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD
+
+# The seed series' flag. Bit 3 is free upstream, but other unmerged series claimed it
+# too, so every user of the flag takes its value from configuration.
+DEFAULT_NON_COHERENT_DMA_FLAG = 1 << 3
+
+KVM_CAP_DISABLE_QUIRKS2 = 213
+KVM_CAP_USER_MEMORY2 = 231
+
+# The whole-VM upstream alternative (Linux 6.16): disabling this quirk makes KVM on
+# Intel honor guest PAT everywhere in the VM.
+KVM_X86_QUIRK_IGNORE_GUEST_PAT = 1 << 9

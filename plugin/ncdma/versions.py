@@ -1,0 +1,37 @@
+"""Versions of the host's QEMU and libvirt daemon, asked of the programs themselves."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+QEMU_PROGRAMS = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
+LIBVIRT_PROGRAMS = ("libvirtd", "virtqemud")
+_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
+_TIMEOUT_S = 5.0
+
+
+def program_version(candidates: tuple[str, ...]) -> str | None:
+    """The version printed by the first of ``candidates`` found, or None if none is installed."""
+    for name in candidates:
+        path = shutil.which(name)
+        if path is None:
+            continue
+        try:
+            done = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                  timeout=_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return f"{name}: no answer to --version"
+        found = _VERSION.search(done.stdout)
+        return found.group(1) if found else f"{name}: unreadable version"
+    return None
+
+
+def qemu_and_libvirt_versions() -> tuple[str | None, str | None]:
+    """QEMU's and libvirt's versions, asked in parallel (each program takes tens of ms)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        qemu = pool.submit(program_version, QEMU_PROGRAMS)
+        libvirt = pool.submit(program_version, LIBVIRT_PROGRAMS)
+        return qemu.result(), libvirt.result()
