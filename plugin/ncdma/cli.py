@@ -14,12 +14,16 @@ from collections.abc import Callable, Sequence
 
 from ncdma import __version__
 from ncdma.config import parse_flag_value
+from ncdma.enable import disable_domain, enable_domain
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.host import gather_host_report
 from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
 from ncdma.kvm.device import DEFAULT_DEVICE
+from ncdma.policy import Bar, Migration, PolicyMode
 from ncdma.report import check_json, check_text
+from ncdma.settings import load_settings
 from ncdma.verdict import Mode, decide
+from ncdma.virt import connection
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,6 +51,42 @@ def run_check(args: argparse.Namespace) -> int:
     return EXIT_OK if verdict.mode is Mode.ENFORCE else EXIT_FAILED
 
 
+def run_enable(args: argparse.Namespace) -> int:
+    """``ncdma enable``: opt a defined domain in, or update its policy."""
+    options = {name: value for name, value in (("mode", args.mode), ("require", args.require),
+               ("migration", args.migration), ("bars", args.bars)) if value is not None}
+    wrapper = load_settings().wrapper
+    with connection(args.connect) as conn:
+        policy, running = enable_domain(conn, args.domain, options, str(wrapper))
+    attributes = " ".join(f"{key}={value}" for key, value in policy.attributes().items()
+                          if key != "emulator")
+    print(f"ncdma enabled on {args.domain}: {attributes}; <emulator> is now {wrapper} "
+          f"(was {policy.emulator})")
+    if running:
+        print(f"{args.domain} is running: the change takes effect at its next start")
+    return EXIT_OK
+
+
+def run_disable(args: argparse.Namespace) -> int:
+    """``ncdma disable``: opt a defined domain out, restoring its definition."""
+    with connection(args.connect) as conn:
+        running = disable_domain(conn, args.domain)
+    print(f"ncdma disabled on {args.domain}: metadata removed, original <emulator> restored")
+    if running:
+        print(f"{args.domain} is running: the change takes effect at its next start")
+    return EXIT_OK
+
+
+def _domain_command(commands: argparse._SubParsersAction, name: str, summary: str,
+                    description: str) -> argparse.ArgumentParser:
+    """A subcommand that edits one defined domain through libvirt."""
+    command = commands.add_parser(name, help=summary, description=description)
+    command.add_argument("domain", metavar="DOMAIN", help="the domain's name")
+    command.add_argument("-c", "--connect", metavar="URI",
+                         help="libvirt connection URI (default: libvirt's default, as virsh)")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ncdma command."""
     parser = argparse.ArgumentParser(
@@ -69,6 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
                        help=f"the KVM device node (default {DEFAULT_DEVICE})")
     check.set_defaults(handler=run_check)
+
+    enable = _domain_command(
+        commands, "enable", "opt a defined domain in (or update its policy)",
+        "Add ncdma's policy to a defined domain's <metadata> and make ncdma's wrapper its "
+        "<emulator>. Options not given keep their current (or default) value.")
+    enable.add_argument("--mode", choices=[m.value for m in PolicyMode],
+                        help="enforce (default): tag; audit: journal only; off: leave alone")
+    enable.add_argument("--require", choices=["yes", "no"],
+                        help="yes: refuse to start where the mode cannot be honored (default no)")
+    enable.add_argument("--migration", choices=[m.value for m in Migration],
+                        help="what `ncdma migrate` does with tagged slots (default refuse)")
+    enable.add_argument("--bars", metavar="LIST",
+                        help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
+                             " (default hostmem)")
+    enable.set_defaults(handler=run_enable)
+
+    disable = _domain_command(
+        commands, "disable", "opt a defined domain out, restoring it exactly",
+        "Remove ncdma's metadata and restore the domain's original <emulator>.")
+    disable.set_defaults(handler=run_disable)
     return parser
 
 

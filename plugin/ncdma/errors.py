@@ -6,6 +6,10 @@ a message that names the problem and a hint that says what to do next::
     NcdmaError
      +-- UsageError           bad command line or configuration value (exit 2)
      +-- KvmError             a KVM ioctl or /dev/kvm itself failed (exit 1)
+     +-- ConfigError          /etc/ncdma/ncdma.conf is unreadable or has a bad value (exit 2)
+     +-- DomainXmlError       a domain's XML cannot be parsed (exit 1)
+     |    +-- PolicyError     the domain's <ncdma:ncdma> metadata is invalid (exit 1)
+     +-- LibvirtError         a libvirt call failed (exit 1)
 
 The CLI maps each class to its documented exit status; nothing else reaches
 the operator as a traceback.
@@ -40,3 +44,19 @@ class KvmError(NcdmaError):
     def __init__(self, message: str, hint: str = "", errno: int = 0) -> None:
         super().__init__(message, hint)
         self.errno = errno
+
+
+class ConfigError(UsageError):
+    """The host configuration file is unreadable or holds an invalid value."""
+
+
+class DomainXmlError(NcdmaError):
+    """A domain's XML is not well-formed or lacks what every domain has."""
+
+
+class PolicyError(DomainXmlError):
+    """The domain's ncdma metadata is invalid; the message names the attribute."""
+
+
+class LibvirtError(NcdmaError):
+    """A libvirt call failed; the message carries libvirt's own words."""

@@ -44,15 +44,20 @@ def seccomp_user_notif_available(actions: Path = SECCOMP_ACTIONS) -> bool:
         return False
 
 
-def gather_host_report(flag: int, device: str = DEFAULT_DEVICE) -> HostReport:
-    """Observe this host: CPU, KVM modules, the kernel probe for ``flag``, versions."""
+def gather_host_report(flag: int, device: str = DEFAULT_DEVICE,
+                       with_versions: bool = True) -> HostReport:
+    """Observe this host: CPU, KVM modules, the kernel probe for ``flag``, versions.
+
+    ``with_versions=False`` skips asking QEMU and libvirt (two child processes): the hook
+    runs without children and within its time bound.
+    """
     probe: KernelProbe | None = None
     probe_error = ""
     try:
         probe = probe_kernel(flag, device)
     except KvmError as err:
         probe_error = str(err)
-    qemu, libvirt = qemu_and_libvirt_versions()
+    qemu, libvirt = qemu_and_libvirt_versions() if with_versions else ("", "")
     uname = os.uname()
     return HostReport(
         hostname=uname.nodename,

@@ -1,0 +1,130 @@
+"""A domain's ncdma policy: the attributes of its <ncdma:ncdma> metadata element.
+
+The RelaxNG schema xml/ncdma-metadata.rng is the reference; this module parses the
+same language and names the attribute and the allowed values when something is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ncdma.errors import PolicyError
+
+NAMESPACE = "urn:ncdma:domain:1"
+PREFIX = "ncdma"
+ELEMENT = f"{{{NAMESPACE}}}ncdma"
+_MAX_PATH = 4096
+
+
+class PolicyMode(str, enum.Enum):
+    """What the domain asks for (the host may only allow less)."""
+
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+    OFF = "off"
+
+
+class Migration(str, enum.Enum):
+    """What `ncdma migrate` does with tagged slots."""
+
+    REFUSE = "refuse"
+    SKIP = "skip"
+    COPY = "copy"
+
+
+class Bar(str, enum.Enum):
+    """A virtio-gpu BAR the policy can select for tagging."""
+
+    HOSTMEM = "hostmem"
+    VRAM = "vram"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed, valid policy; every attribute has its documented default."""
+
+    mode: PolicyMode = PolicyMode.ENFORCE
+    require: bool = False
+    migration: Migration = Migration.REFUSE
+    bars: frozenset[Bar] = frozenset({Bar.HOSTMEM})
+    emulator: str | None = None
+
+    def attributes(self) -> dict[str, str]:
+        """The element's attributes that describe this policy (the inverse of parse_policy)."""
+        attributes = {
+            "mode": self.mode.value,
+            "require": "yes" if self.require else "no",
+            "migration": self.migration.value,
+            "bars": ",".join(bar.value for bar in Bar if bar in self.bars),
+        }
+        if self.emulator:
+            attributes["emulator"] = self.emulator
+        return attributes
+
+
+def _choice(attributes: Mapping[str, str], name: str, kind: type[enum.Enum],
+            default: enum.Enum) -> enum.Enum:
+    text = attributes.get(name)
+    if text is None:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise PolicyError(f"ncdma metadata: attribute '{name}' is {text[:40]!r}",
+                          f"allowed values: {allowed}") from None
+
+
+def _require(attributes: Mapping[str, str]) -> bool:
+    text = attributes.get("require", "no")
+    if text not in ("yes", "no"):
+        raise PolicyError(f"ncdma metadata: attribute 'require' is {text[:40]!r}",
+                          "allowed values: yes, no")
+    return text == "yes"
+
+
+def _bars(attributes: Mapping[str, str]) -> frozenset[Bar]:
+    text = attributes.get("bars")
+    if text is None:
+        return frozenset({Bar.HOSTMEM})
+    names = text.split(",")
+    try:
+        bars = [Bar(name) for name in names]
+    except ValueError:
+        bars = []
+    if not bars or len(set(bars)) != len(names):
+        raise PolicyError(f"ncdma metadata: attribute 'bars' is {text[:40]!r}",
+                          "allowed: a comma-separated list of hostmem, vram, each at most once")
+    return frozenset(bars)
+
+
+def _emulator(attributes: Mapping[str, str]) -> str | None:
+    text = attributes.get("emulator")
+    if text is None:
+        return None
+    if not text.startswith("/") or len(text) > _MAX_PATH or any(c.isspace() for c in text):
+        raise PolicyError(f"ncdma metadata: attribute 'emulator' is {text[:40]!r}",
+                          "it must be an absolute path without spaces; run `ncdma enable` "
+                          "again to rewrite it")
+    return text
+
+
+def parse_policy(attributes: Mapping[str, str]) -> Policy:
+    """Parse the metadata element's attributes (names without namespace).
+
+    :raise PolicyError: When an attribute is unknown or has a value outside its choices.
+    """
+    known = {"mode", "require", "migration", "bars", "emulator"}
+    unknown = sorted(set(attributes) - known)
+    if unknown:
+        raise PolicyError(f"ncdma metadata: unknown attribute '{unknown[0][:40]}'",
+                          f"allowed attributes: {', '.join(sorted(known))}")
+    return Policy(
+        mode=PolicyMode(_choice(attributes, "mode", PolicyMode, PolicyMode.ENFORCE)),
+        require=_require(attributes),
+        migration=Migration(_choice(attributes, "migration", Migration, Migration.REFUSE)),
+        bars=_bars(attributes),
+        emulator=_emulator(attributes),
+    )

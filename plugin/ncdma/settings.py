@@ -1,0 +1,130 @@
+"""Host-wide settings: /etc/ncdma/ncdma.conf.
+
+The file is INI, one section ``[ncdma]``; every key is optional::
+
+    [ncdma]
+    # KVM_MEM_NON_COHERENT_DMA's value in this host's kernel: one bit, 3..31
+    flag = 0x8
+    # per-domain plans and journals (root only)
+    state_dir = /run/ncdma
+    # log file, and whether to log to syslog/journald too
+    log_file = /var/log/ncdma/ncdma.log
+    syslog = yes
+    # upper bound of one hook operation, seconds
+    hook_timeout = 10
+    # ncdma's emulator wrapper on this host, and the QEMU it runs by default
+    wrapper = /opt/ncdma/bin/ncdma-qemu
+    qemu = /usr/bin/qemu-system-x86_64
+
+The environment variable NCDMA_CONFIG names another file (tests, several installs).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ncdma.config import parse_flag_value
+from ncdma.errors import ConfigError, UsageError
+from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
+
+DEFAULT_PATH = Path("/etc/ncdma/ncdma.conf")
+SECTION = "ncdma"
+_MAX_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The host's ncdma settings, validated."""
+
+    flag: int = DEFAULT_NON_COHERENT_DMA_FLAG
+    state_dir: Path = Path("/run/ncdma")
+    log_file: Path | None = Path("/var/log/ncdma/ncdma.log")
+    syslog: bool = True
+    hook_timeout: float = 10.0
+    wrapper: Path = Path(sys.prefix) / "bin" / "ncdma-qemu"
+    qemu: Path = Path("/usr/bin/qemu-system-x86_64")
+    source: Path | None = None
+
+    def domain_dir(self, uuid: str) -> Path:
+        """The state directory of one domain (its plan, later its journal)."""
+        return self.state_dir / "domains" / uuid
+
+
+def _bad(path: Path, key: str, value: str, wanted: str) -> ConfigError:
+    return ConfigError(f"{path}: [{SECTION}] {key} = {value[:60]!r} is invalid: {wanted}",
+                       f"fix {path} (see `pydoc ncdma.settings` for the format)")
+
+
+def _absolute(path: Path, key: str, value: str) -> Path:
+    if not value.startswith("/"):
+        raise _bad(path, key, value, "it must be an absolute path")
+    return Path(value)
+
+
+def _parse(path: Path, values: dict[str, str]) -> Settings:
+    defaults = Settings()
+    known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
+                          f"known keys: {', '.join(sorted(known))}")
+    flag = defaults.flag
+    if "flag" in values:
+        try:
+            flag = parse_flag_value(values["flag"])
+        except UsageError as err:
+            raise _bad(path, "flag", values["flag"], err.hint) from None
+    timeout = defaults.hook_timeout
+    if "hook_timeout" in values:
+        try:
+            timeout = float(values["hook_timeout"])
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout <= _MAX_TIMEOUT_S:
+            raise _bad(path, "hook_timeout", values["hook_timeout"],
+                       f"seconds, more than 0 and at most {_MAX_TIMEOUT_S:.0f}")
+    syslog = values.get("syslog", "yes")
+    if syslog not in ("yes", "no"):
+        raise _bad(path, "syslog", syslog, "yes or no")
+    log_file = values.get("log_file")
+    return Settings(
+        flag=flag,
+        state_dir=_absolute(path, "state_dir", values["state_dir"])
+        if "state_dir" in values else defaults.state_dir,
+        log_file=(None if log_file == "" else _absolute(path, "log_file", log_file))
+        if log_file is not None else defaults.log_file,
+        syslog=syslog == "yes",
+        hook_timeout=timeout,
+        wrapper=_absolute(path, "wrapper", values["wrapper"])
+        if "wrapper" in values else defaults.wrapper,
+        qemu=_absolute(path, "qemu", values["qemu"]) if "qemu" in values else defaults.qemu,
+        source=path,
+    )
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings file; a missing file means every default.
+
+    :raise ConfigError: When the file cannot be read or a value is invalid.
+    """
+    path = path or Path(os.environ.get("NCDMA_CONFIG", DEFAULT_PATH))
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions") from None
+    except configparser.Error as err:
+        raise ConfigError(f"{path} is not valid INI: {str(err).splitlines()[0]}",
+                          f"write it as [{SECTION}] followed by key = value lines") from None
+    extra = [name for name in parser.sections() if name != SECTION]
+    if extra:
+        raise ConfigError(f"{path}: unknown section [{extra[0]}]", f"use only [{SECTION}]")
+    values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
+    return _parse(path, values)

@@ -1,0 +1,176 @@
+"""The libvirt hook as libvirt runs it: the real executable, real probe, real state files.
+
+libvirt itself drives the hook in tests/integration; here every operation and every kind
+of bad input is covered quickly on this machine (unpatched kernel: enforce is impossible).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ncdma import hook
+from ncdma.domain import parse_domain
+
+REPO = Path(__file__).parents[2]
+WRAPPER = "/opt/ncdma/bin/ncdma-qemu"
+UUID = "0b7e2a4c-1f2d-4d7a-9a51-0c3b6f1e2d44"
+
+
+def domain_xml(policy: str | None = "", emulator: str = WRAPPER) -> bytes:
+    """An opted-in virtio-vga domain; bars='vram' unless ``policy`` names bars."""
+    if policy is not None and "bars=" not in policy:
+        policy = f"bars='vram' {policy}"
+    metadata = f"<metadata><n:ncdma xmlns:n='urn:ncdma:domain:1' {policy}/></metadata>" \
+        if policy is not None else ""
+    return (f"<domain type='kvm'><name>vm1</name><uuid>{UUID}</uuid>{metadata}"
+            f"<devices><emulator>{emulator}</emulator><video><model type='virtio' "
+            f"primary='yes'/></video></devices></domain>").encode()
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "ncdma.conf"
+    path.write_text(f"[ncdma]\nstate_dir = {tmp_path}/state\nlog_file = {tmp_path}/ncdma.log\n"
+                    f"syslog = no\nwrapper = {WRAPPER}\n")
+    monkeypatch.setenv("NCDMA_CONFIG", str(path))
+    return tmp_path
+
+
+@pytest.fixture
+def installed_hook(tmp_path) -> Path:
+    """hooks/qemu.d/50-ncdma with its interpreter line set, as an installation does."""
+    source = (REPO / "hooks/qemu.d/50-ncdma").read_text().splitlines(keepends=True)
+    target = tmp_path / "50-ncdma"
+    target.write_text(f"#!{sys.executable}\n" + "".join(source[1:]))
+    target.chmod(0o755)
+    return target
+
+
+def run_hook(installed: Path, operation: str, xml: bytes) -> subprocess.CompletedProcess[bytes]:
+    # libvirt's hook environment: LC_ALL=C, a minimal PATH, nothing else of ours but the config
+    env = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+           "NCDMA_CONFIG": os.environ["NCDMA_CONFIG"]}
+    return subprocess.run([str(installed), "vm1", operation, "begin", "-"], input=xml,
+                          capture_output=True, env=env, timeout=30, check=False)
+
+
+def plan_path(config: Path) -> Path:
+    return config / "state" / "domains" / UUID / "plan.json"
+
+
+def test_domain_without_ncdma_is_left_alone(config, installed_hook) -> None:
+    for operation in ("prepare", "started", "migrate", "reconnect", "stopped"):
+        done = run_hook(installed_hook, operation, domain_xml(policy=None))
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+    assert not (config / "state").exists() and not (config / "ncdma.log").exists()
+
+
+def test_prepare_writes_an_audit_plan_on_this_unpatched_host(config, installed_hook) -> None:
+    done = run_hook(installed_hook, "prepare", domain_xml())
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(plan_path(config).read_text())
+    assert (plan["requested"], plan["mode"], plan["devices"]) == ("enforce", "audit", ["video0"])
+    assert any("EINVAL" in reason for reason in plan["reasons"])
+    assert plan_path(config).stat().st_mode & 0o777 == 0o600
+    assert plan_path(config).parent.stat().st_mode & 0o777 == 0o700
+    assert "mode audit (requested enforce)" in (config / "ncdma.log").read_text()
+
+
+def test_prepare_refuses_required_enforce_in_one_line(config, installed_hook) -> None:
+    done = run_hook(installed_hook, "prepare", domain_xml("require='yes'"))
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("ncdma: refusing to start vm1: its policy requires enforce mode "
+                               "but this host allows audit")
+    assert not plan_path(config).exists()
+
+
+def test_prepare_refuses_an_emulator_that_is_not_the_wrapper(config, installed_hook) -> None:
+    done = run_hook(installed_hook, "prepare", domain_xml(emulator="/usr/bin/qemu-system-x86_64"))
+    assert done.returncode == 1
+    assert b"not ncdma's wrapper /opt/ncdma/bin/ncdma-qemu" in done.stderr
+
+
+def test_invalid_metadata_is_refused_naming_the_attribute(config, installed_hook) -> None:
+    done = run_hook(installed_hook, "prepare", domain_xml("mode='loud'"))
+    assert done.returncode == 1
+    assert b"attribute 'mode' is 'loud' (allowed values: enforce, audit, off)" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_started_without_guard_fails_only_when_required(config, installed_hook) -> None:
+    assert run_hook(installed_hook, "prepare", domain_xml("mode='audit' require='yes'")).returncode == 0
+    done = run_hook(installed_hook, "started", domain_xml("mode='audit' require='yes'"))
+    assert done.returncode == 1 and b"without ncdma's memslot guard" in done.stderr
+    assert run_hook(installed_hook, "prepare", domain_xml()).returncode == 0
+    assert run_hook(installed_hook, "started", domain_xml()).returncode == 0
+
+
+def test_migrate_rewrites_only_a_foreign_wrapper_path(config, installed_hook) -> None:
+    assert run_hook(installed_hook, "migrate", domain_xml()).stdout == b""
+    done = run_hook(installed_hook, "migrate", domain_xml(emulator="/usr/lib/ncdma/ncdma-qemu"))
+    assert done.returncode == 0
+    original = parse_domain(domain_xml(emulator="/usr/lib/ncdma/ncdma-qemu"))
+    rewritten = parse_domain(done.stdout)
+    assert rewritten.emulator == WRAPPER
+    assert (rewritten.name, rewritten.uuid, rewritten.gpus, rewritten.policy) == \
+        (original.name, original.uuid, original.gpus, original.policy)
+
+
+def test_migrate_and_restore_refuse_what_this_host_cannot_honor(config, installed_hook) -> None:
+    for operation, verb in (("migrate", "accept the incoming migration of"), ("restore", "restore")):
+        done = run_hook(installed_hook, operation, domain_xml("require='yes'"))
+        assert done.returncode == 1
+        assert done.stderr.decode().startswith(f"ncdma: refusing to {verb} vm1")
+
+
+def test_stopped_and_release_clean_up_and_never_fail(config, installed_hook) -> None:
+    assert run_hook(installed_hook, "prepare", domain_xml()).returncode == 0
+    assert run_hook(installed_hook, "stopped", domain_xml()).returncode == 0
+    assert not plan_path(config).parent.exists()
+    for operation in ("stopped", "release", "reconnect"):
+        done = run_hook(installed_hook, operation, b"<domain urn:ncdma:domain:1")
+        assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_unknown_operations_pass(config, installed_hook) -> None:
+    assert run_hook(installed_hook, "some-future-operation", domain_xml()).returncode == 0
+
+
+def test_a_bad_config_refuses_start_but_not_reconnect(config, installed_hook) -> None:
+    (config / "ncdma.conf").write_text("[ncdma]\nflag = 3\n")
+    done = run_hook(installed_hook, "prepare", domain_xml())
+    assert done.returncode == 1 and b"flag = '3' is invalid" in done.stderr
+    assert run_hook(installed_hook, "reconnect", domain_xml()).returncode == 0
+
+
+def test_every_operation_is_bounded_in_time(config) -> None:
+    with open(config / "ncdma.conf", "a") as conf:
+        conf.write("hook_timeout = 0.000001\n")
+    refused = hook.run(["vm1", "prepare"], domain_xml())
+    assert refused.status == 1 and "ran out of time" in refused.stderr
+    assert hook.run(["vm1", "reconnect"], domain_xml()).status == 0
+
+
+_MARKED = st.binary(max_size=200).map(lambda b: b"<domain urn:ncdma:domain:1 " + b)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(_MARKED, st.integers(0, len(domain_xml()) - 1).map(lambda n: domain_xml()[:n]),
+                 st.sampled_from(["mode", "require", "migration", "bars", "emulator", "x"]).flatmap(
+                     lambda name: st.text(max_size=20).map(
+                         lambda v: domain_xml(f"{name}='{v.replace(chr(39), '')}'")))))
+def test_hostile_input_gets_a_clean_one_line_answer(config, data) -> None:
+    outcome = hook.run(["vm1", "prepare"], data)
+    assert outcome.status in (0, 1)
+    assert "\n" not in outcome.stderr and "Traceback" not in outcome.stderr
+    if outcome.status == 1:
+        assert outcome.stderr.startswith("ncdma: ")

@@ -1,0 +1,123 @@
+"""The domain XML model: virtio-gpu devices in every form libvirt expresses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ncdma.domain import parse_domain, parse_size
+from ncdma.errors import DomainXmlError, PolicyError
+from ncdma.policy import Bar, Migration, PolicyMode
+
+EXAMPLES = Path(__file__).parents[2] / "xml/examples"
+
+
+def _domain(devices: str = "", extra: str = "", metadata: str = "") -> str:
+    return (f"<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+            f"<name>d</name><uuid>0b7e2a4c-1f2d-4d7a-9a51-0c3b6f1e2d44</uuid>"
+            f"<metadata>{metadata}</metadata><devices><emulator>/usr/bin/qemu</emulator>"
+            f"{devices}</devices>{extra}</domain>")
+
+
+def test_lab_example_is_a_virtio_vga_with_64m_hostmem_and_no_policy() -> None:
+    domain = parse_domain((EXAMPLES / "lab-virtio-vga.xml").read_bytes())
+    assert domain.policy is None
+    [gpu] = domain.gpus
+    assert (gpu.alias, gpu.qemu_model, gpu.hostmem) == ("video0", "virtio-vga", 64 << 20)
+
+
+def test_opted_in_example() -> None:
+    domain = parse_domain((EXAMPLES / "virtio-vga-opted-in.xml").read_bytes())
+    assert domain.policy.bars == {Bar.VRAM} and domain.policy.migration is Migration.COPY
+    assert domain.policy.emulator == "/usr/bin/qemu-system-x86_64"
+    assert domain.emulator == "/opt/ncdma/bin/ncdma-qemu"
+
+
+def test_secondary_virtio_gpu_with_user_alias_blob_and_string_hostmem() -> None:
+    domain = parse_domain((EXAMPLES / "virtio-gpu-pci-opted-in.xml").read_bytes())
+    [gpu] = domain.gpus
+    assert (gpu.alias, gpu.qemu_model, gpu.hostmem, gpu.blob) == \
+        ("ua-gpu", "virtio-gpu-pci", 256 << 20, True)
+    assert domain.policy.require and domain.policy.mode is PolicyMode.ENFORCE
+
+
+def test_commandline_device() -> None:
+    domain = parse_domain((EXAMPLES / "commandline-virtio-gpu.xml").read_bytes())
+    [gpu] = domain.gpus
+    assert (gpu.alias, gpu.qemu_model, gpu.hostmem, gpu.blob, gpu.source) == \
+        ("gpu0", "virtio-gpu-pci", 1 << 30, True, "qemu:commandline")
+
+
+def test_json_commandline_device_and_gl_variants() -> None:
+    args = ("<qemu:commandline><qemu:arg value='-device'/><qemu:arg value="
+            "'{\"driver\": \"virtio-gpu-gl-pci\", \"id\": \"g\", \"hostmem\": 1048576, "
+            "\"blob\": true}'/></qemu:commandline>")
+    [gpu] = parse_domain(_domain(extra=args)).gpus
+    assert (gpu.qemu_model, gpu.hostmem, gpu.blob, gpu.accel3d) == \
+        ("virtio-gpu-gl-pci", 1 << 20, True, True)
+
+
+def test_accel3d_primary_is_virtio_vga_gl_and_address_is_read() -> None:
+    video = ("<video><model type='virtio'><acceleration accel3d='yes'/></model>"
+             "<alias name='video0'/><address type='pci' domain='0x0000' bus='0x00' "
+             "slot='0x02' function='0x0'/></video>")
+    [gpu] = parse_domain(_domain(video)).gpus
+    assert (gpu.qemu_model, gpu.pci_address, gpu.accel3d) == ("virtio-vga-gl", "0000:00:02.0", True)
+
+
+def test_non_virtio_video_and_other_devices_are_ignored() -> None:
+    devices = "<video><model type='qxl'/></video><video><model type='virtio'/></video>"
+    args = ("<qemu:commandline><qemu:arg value='-device'/><qemu:arg value='e1000,id=n'/>"
+            "</qemu:commandline>")
+    [gpu] = parse_domain(_domain(devices, args)).gpus
+    assert (gpu.alias, gpu.qemu_model) == ("video1", "virtio-gpu-pci")
+
+
+@pytest.mark.parametrize("text, size", [("67108864", 64 << 20), ("64M", 64 << 20),
+                                        ("1G", 1 << 30), ("64MiB", 64 << 20), ("4k", 4096)])
+def test_sizes(text, size) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("xml, problem", [
+    ("<domain", "not well-formed"),
+    ("<vm><name>x</name></vm>", "not <domain>"),
+    ("<domain/>", "no <name>"),
+    (_domain("<video><model type='virtio'/></video>", "<qemu:override><qemu:device "
+             "alias='video0'><qemu:frontend><qemu:property name='hostmem' value='lots'/>"
+             "</qemu:frontend></qemu:device></qemu:override>"), "hostmem 'lots'"),
+    ("<!DOCTYPE d [<!ENTITY e SYSTEM 'file:///etc/shadow'>]><domain><name>&e;</name></domain>",
+     "no <name>"),
+])
+def test_bad_xml_is_a_clear_error(xml, problem) -> None:
+    with pytest.raises(DomainXmlError) as caught:
+        parse_domain(xml)
+    assert problem in caught.value.message
+
+
+def test_two_policy_elements_are_refused() -> None:
+    element = "<n:ncdma xmlns:n='urn:ncdma:domain:1'/>"
+    with pytest.raises(PolicyError, match="2 <ncdma:ncdma> elements"):
+        parse_domain(_domain(metadata=element * 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_random_input_never_escapes_as_anything_but_a_domain_error(data) -> None:
+    try:
+        parse_domain(data)
+    except DomainXmlError:
+        pass
+
+
+OPTED_IN = _domain("<video><model type='virtio'/></video>",
+                   metadata="<n:ncdma xmlns:n='urn:ncdma:domain:1' bars='vram'/>")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=len(OPTED_IN) - 1))
+def test_truncated_xml_is_a_domain_error(cut) -> None:
+    with pytest.raises(DomainXmlError):
+        parse_domain(OPTED_IN[:cut])

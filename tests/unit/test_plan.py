@@ -1,0 +1,86 @@
+"""The pure start/migrate decision for an opted-in domain."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ncdma.domain import Domain, GpuDevice
+from ncdma.plan import Plan, Refusal, decide_plan
+from ncdma.policy import Bar, Policy, PolicyMode
+from ncdma.settings import Settings
+from ncdma.verdict import Mode, Verdict
+
+SETTINGS = Settings(wrapper=Path("/opt/ncdma/bin/ncdma-qemu"))
+VGA = GpuDevice("video0", "virtio-vga", "0000:00:02.0", 64 << 20, False, False, "video")
+PCI_NO_HOSTMEM = GpuDevice("video1", "virtio-gpu-pci", None, 0, False, False, "video")
+DOMAIN = Domain("vm", "u-1", "/opt/ncdma/bin/ncdma-qemu", (VGA,), Policy())
+ENFORCE = Verdict(Mode.ENFORCE, (), ())
+AUDIT = Verdict(Mode.AUDIT, ("kernel rejects the flag",), ())
+NONE = Verdict(Mode.NONE, ("no /dev/kvm",), ())
+
+
+def _with(policy: Policy | None = None, **changes) -> Domain:
+    return dataclasses.replace(DOMAIN, policy=policy or DOMAIN.policy, **changes)
+
+
+def test_not_opted_in_or_off_means_nothing_to_do() -> None:
+    assert decide_plan(dataclasses.replace(DOMAIN, policy=None), ENFORCE, SETTINGS) is None
+    assert decide_plan(_with(Policy(mode=PolicyMode.OFF)), ENFORCE, SETTINGS) is None
+
+
+def test_enforce_on_an_enforcing_host() -> None:
+    plan = decide_plan(DOMAIN, ENFORCE, SETTINGS)
+    assert isinstance(plan, Plan)
+    assert (plan.mode, plan.devices, plan.flag, plan.emulator) == \
+        (Mode.ENFORCE, ("video0",), 8, "/usr/bin/qemu-system-x86_64")
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_enforce_falls_back_to_audit_and_says_why() -> None:
+    plan = decide_plan(DOMAIN, AUDIT, SETTINGS)
+    assert plan.mode is Mode.AUDIT and plan.reasons == ("kernel rejects the flag",)
+
+
+def test_require_refuses_with_the_host_reasons() -> None:
+    refusal = decide_plan(_with(Policy(require=True)), AUDIT, SETTINGS)
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason.startswith("ncdma: refusing to start vm: its policy requires enforce")
+    assert "kernel rejects the flag" in refusal.reason and "\n" not in refusal.reason
+
+
+def test_audit_request_is_audit_on_any_usable_host_and_none_on_unusable() -> None:
+    audit = Policy(mode=PolicyMode.AUDIT, require=True)
+    assert decide_plan(_with(audit), ENFORCE, SETTINGS).mode is Mode.AUDIT
+    assert decide_plan(_with(audit), AUDIT, SETTINGS).mode is Mode.AUDIT
+    assert isinstance(decide_plan(_with(audit), NONE, SETTINGS), Refusal)
+    assert decide_plan(_with(Policy(mode=PolicyMode.AUDIT)), NONE, SETTINGS).mode is Mode.NONE
+
+
+def test_emulator_must_be_the_wrapper_at_start_but_not_when_receiving() -> None:
+    foreign = _with(emulator="/usr/bin/qemu-system-x86_64")
+    refusal = decide_plan(foreign, ENFORCE, SETTINGS)
+    assert isinstance(refusal, Refusal) and "run `ncdma enable vm` again" in refusal.reason
+    assert isinstance(decide_plan(foreign, ENFORCE, SETTINGS, "accept the incoming migration of"),
+                      Plan)
+
+
+@pytest.mark.parametrize("gpus, bars, devices", [
+    ((VGA,), {Bar.VRAM}, ("video0",)),
+    ((PCI_NO_HOSTMEM,), {Bar.VRAM}, ()),
+    ((PCI_NO_HOSTMEM,), {Bar.HOSTMEM}, ()),
+    ((VGA, PCI_NO_HOSTMEM), {Bar.HOSTMEM, Bar.VRAM}, ("video0",)),
+    ((), {Bar.HOSTMEM}, ()),
+])
+def test_devices_selected_by_bars(gpus, bars, devices) -> None:
+    plan = decide_plan(_with(Policy(bars=frozenset(bars)), gpus=gpus), ENFORCE, SETTINGS)
+    assert plan.devices == devices
+    assert bool(plan.reasons) == (not devices)
+
+
+def test_nothing_to_tag_with_require_is_refused() -> None:
+    refusal = decide_plan(_with(Policy(require=True), gpus=(PCI_NO_HOSTMEM,)), ENFORCE, SETTINGS)
+    assert isinstance(refusal, Refusal)
+    assert "no virtio-gpu device has a BAR selected by bars='hostmem'" in refusal.reason
