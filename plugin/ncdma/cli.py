@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 
 from ncdma import __version__
 from ncdma.config import parse_flag_value
-from ncdma.enable import disable_domain, enable_domain
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.host import gather_host_report
 from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
@@ -23,7 +22,7 @@ from ncdma.policy import Bar, Migration, PolicyMode
 from ncdma.report import check_json, check_text
 from ncdma.settings import load_settings
 from ncdma.verdict import Mode, decide
-from ncdma.virt import connection
+from ncdma.versions import qemu_and_libvirt_versions
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -42,7 +41,7 @@ def _flag_argument(text: str) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """``ncdma check``: probe the host and print the verdict."""
-    report = gather_host_report(args.flag, args.device)
+    report = gather_host_report(args.flag, args.device, qemu_and_libvirt_versions())
     verdict = decide(report)
     if args.json:
         print(json.dumps(check_json(report, verdict), indent=2))
@@ -53,6 +52,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_enable(args: argparse.Namespace) -> int:
     """``ncdma enable``: opt a defined domain in, or update its policy."""
+    # libvirt-python costs ~30 ms to import: only the commands that talk to libvirt pay it.
+    from ncdma.enable import enable_domain
+    from ncdma.virt import connection
+
     options = {name: value for name, value in (("mode", args.mode), ("require", args.require),
                ("migration", args.migration), ("bars", args.bars)) if value is not None}
     wrapper = load_settings().wrapper
@@ -69,6 +72,9 @@ def run_enable(args: argparse.Namespace) -> int:
 
 def run_disable(args: argparse.Namespace) -> int:
     """``ncdma disable``: opt a defined domain out, restoring its definition."""
+    from ncdma.enable import disable_domain
+    from ncdma.virt import connection
+
     with connection(args.connect) as conn:
         running = disable_domain(conn, args.domain)
     print(f"ncdma disabled on {args.domain}: metadata removed, original <emulator> restored")

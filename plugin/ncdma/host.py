@@ -6,7 +6,6 @@ Gathering (I/O) lives here; the decision is the pure function in :mod:`ncdma.ver
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from ncdma.cpu import CpuInfo, loaded_kvm_modules, read_cpu
 from ncdma.errors import KvmError
 from ncdma.kvm.device import DEFAULT_DEVICE
 from ncdma.kvm.probe import KernelProbe, probe_kernel
-from ncdma.versions import qemu_and_libvirt_versions
 
 SECCOMP_ACTIONS = Path("/proc/sys/kernel/seccomp/actions_avail")
 
@@ -45,11 +43,12 @@ def seccomp_user_notif_available(actions: Path = SECCOMP_ACTIONS) -> bool:
 
 
 def gather_host_report(flag: int, device: str = DEFAULT_DEVICE,
-                       with_versions: bool = True) -> HostReport:
-    """Observe this host: CPU, KVM modules, the kernel probe for ``flag``, versions.
+                       versions: tuple[str | None, str | None] = ("", "")) -> HostReport:
+    """Observe this host: CPU, KVM modules and the kernel probe for ``flag``.
 
-    ``with_versions=False`` skips asking QEMU and libvirt (two child processes): the hook
-    runs without children and within its time bound.
+    ``versions`` are QEMU's and libvirt's, asked by the caller
+    (:func:`ncdma.versions.qemu_and_libvirt_versions`); the hook leaves them empty, as it
+    must run no child processes.
     """
     probe: KernelProbe | None = None
     probe_error = ""
@@ -57,11 +56,11 @@ def gather_host_report(flag: int, device: str = DEFAULT_DEVICE,
         probe = probe_kernel(flag, device)
     except KvmError as err:
         probe_error = str(err)
-    qemu, libvirt = qemu_and_libvirt_versions() if with_versions else ("", "")
+    qemu, libvirt = versions
     uname = os.uname()
     return HostReport(
         hostname=uname.nodename,
-        arch=platform.machine(),
+        arch=uname.machine,
         kernel=uname.release,
         cpu=read_cpu(),
         kvm_modules=loaded_kvm_modules(),

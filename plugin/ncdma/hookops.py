@@ -1,0 +1,115 @@
+"""What each libvirt hook operation does for an opted-in domain (see :mod:`ncdma.hook`).
+
+Imported only once the hook has seen that the domain opts in, so that a domain without
+ncdma costs the hook no more than an interpreter start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lxml import etree
+
+from ncdma.domain import Domain, parse_domain
+from ncdma.hook import HookOutcome
+from ncdma.host import gather_host_report
+from ncdma.plan import Plan, Refusal, decide_plan
+from ncdma.settings import Settings
+from ncdma.state import read_plan, remove_domain_state, write_plan
+from ncdma.verdict import Mode, Verdict, decide
+
+RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
+
+
+def _host_verdict(settings: Settings) -> Verdict:
+    return decide(gather_host_report(settings.flag))
+
+
+def _state_key(domain: Domain) -> str:
+    return domain.uuid or domain.name
+
+
+def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    decision = decide_plan(domain, _host_verdict(settings), settings)
+    if isinstance(decision, Refusal):
+        log.error("%s", decision.reason)
+        return HookOutcome(1, stderr=decision.reason)
+    if decision is None:
+        log.info("%s: policy mode is off, nothing to do", domain.name)
+        return HookOutcome()
+    path = write_plan(settings, decision)
+    _log_plan(log, decision, f"plan written to {path}")
+    return HookOutcome()
+
+
+def _log_plan(log: logging.Logger, plan: Plan, what: str) -> None:
+    level = logging.INFO if plan.mode.value == plan.requested.value else logging.WARNING
+    log.log(level, "%s: mode %s (requested %s), devices %s; %s%s", plan.domain, plan.mode.value,
+            plan.requested.value, ",".join(plan.devices) or "none", what,
+            "".join(f"; {reason}" for reason in plan.reasons))
+
+
+def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    plan = read_plan(settings, _state_key(domain))
+    if plan is None or plan.mode is Mode.NONE:
+        return HookOutcome()
+    # The memslot guard is not part of this version: nothing can be attached yet.
+    missing = f"ncdma: {domain.name} runs without ncdma's memslot guard (not in this version)"
+    if plan.require:
+        log.error("%s; its policy requires the guard: stopping it", missing)
+        return HookOutcome(1, stderr=f"{missing}: its policy says require='yes'")
+    log.warning("%s; running unguarded in %s mode", missing, plan.mode.value)
+    return HookOutcome()
+
+
+def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
+             log: logging.Logger) -> HookOutcome:
+    decision = decide_plan(domain, _host_verdict(settings), settings, RECEIVING[operation])
+    if isinstance(decision, Refusal):
+        log.error("%s", decision.reason)
+        return HookOutcome(1, stderr=decision.reason)
+    if decision is None or domain.emulator == str(settings.wrapper):
+        return HookOutcome()
+    log.info("%s: %s with <emulator> rewritten to this host's wrapper %s", domain.name,
+             operation, settings.wrapper)
+    return HookOutcome(stdout=_with_emulator(data, str(settings.wrapper)))
+
+
+def _with_emulator(data: bytes, emulator: str) -> str:
+    """The same domain XML with only <emulator> changed (ABI-neutral)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.fromstring(data, parser)
+    element = root.find("devices/emulator")
+    if element is None:
+        element = etree.SubElement(root.find("devices"), "emulator")
+    element.text = emulator
+    return etree.tostring(root, encoding="unicode")
+
+
+def _reconnect(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    plan = read_plan(settings, _state_key(domain))
+    host = _host_verdict(settings)
+    if plan is None:
+        log.warning("%s: reconnected without a plan (started before ncdma was installed?)",
+                    domain.name)
+    else:
+        _log_plan(log, plan, f"reconnected; this host now allows {host.mode.value}")
+    return HookOutcome()
+
+
+def handle(operation: str, data: bytes, settings: Settings, log: logging.Logger) -> HookOutcome:
+    """Run one hook operation for an opted-in domain's XML ``data``."""
+    domain = parse_domain(data)
+    if domain.policy is None:
+        return HookOutcome()
+    if operation == "prepare":
+        return _prepare(domain, settings, log)
+    if operation == "started":
+        return _started(domain, settings, log)
+    if operation in RECEIVING:
+        return _receive(domain, data, operation, settings, log)
+    if operation == "reconnect":
+        return _reconnect(domain, settings, log)
+    if operation in ("stopped", "release"):
+        remove_domain_state(settings, _state_key(domain))
+    return HookOutcome()
