@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.timing import Row, command, median_ms, print_rows
 
 REPO = Path(__file__).parents[1]
-WRAPPER = "/opt/ncdma/bin/ncdma-qemu"
+WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 
 
 def install_hook(directory: Path) -> tuple[Path, dict[str, str]]:

@@ -24,7 +24,6 @@ PACKAGES = (
     "python3-pip",
     "ca-certificates",
     "openssh-server",
-    "netcat-openbsd",
     "iproute2",
     "procps",
 )

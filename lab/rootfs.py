@@ -7,8 +7,10 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import TextIO
 
 from lab import config
+from lab.errors import LabError, tail
 from lab.fsutil import remove_tree
 
 # Run inside the chroot (proc and /dev mounted) after debootstrap.
@@ -17,15 +19,13 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "$@"
-getent group kvm >/dev/null || groupadd -r kvm
-getent group libvirt >/dev/null || groupadd -r libvirt
-getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
-getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -G kvm \
-    -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
-for rom in bios-256k.bin vgabios-virtio.bin vgabios-stdvga.bin efi-virtio.rom; do
-    test -e "/usr/share/qemu/$rom" || { echo "missing QEMU rom $rom" >&2; exit 1; }
+for cmd in virtlogd libvirtd virsh virt-ssh-helper sshd ssh qemu-system-x86_64; do
+    command -v "$cmd" >/dev/null || { echo "missing command $cmd" >&2; exit 1; }
 done
-command -v virtlogd libvirtd virsh sshd qemu-system-x86_64 >/dev/null
+# QEMU must find SeaBIOS and the VGA/iPXE option roms (a missing rom is fatal at init).
+printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"quit"}' |
+    qemu-system-x86_64 -machine pc,accel=tcg -display none -nodefaults -S -qmp stdio \
+        -device virtio-vga -netdev user,id=n0 -device virtio-net-pci,netdev=n0
 rm -f /etc/ssh/ssh_host_*
 apt-get clean
 """
@@ -70,7 +70,18 @@ def ensure_root() -> Path:
     return final
 
 
-def _build(tmp: Path, out) -> None:
+def prune() -> None:
+    """Delete roots and logs of other recipes (call once no host runs on them)."""
+    current = root_key()
+    for path in config.CACHE_DIR.glob("rootfs-*"):
+        if path.name != f"rootfs-{current}":
+            remove_tree(path)
+    for path in config.CACHE_DIR.glob("build-*.log"):
+        if path.name != f"build-{current}.log":
+            path.unlink()
+
+
+def _build(tmp: Path, out: TextIO) -> None:
     """debootstrap, then install the packages; mounts live in a private namespace."""
     private = ["unshare", "-m", "--propagation", "private", "--"]
     _run(private + ["debootstrap", "--variant=minbase", config.SUITE, str(tmp), config.MIRROR],
@@ -81,21 +92,22 @@ def _build(tmp: Path, out) -> None:
     (tmp / "etc/resolv.conf").write_bytes(Path("/etc/resolv.conf").read_bytes())
     mount_and_chroot = (
         'root="$1"; shift; mount -t proc proc "$root/proc" && '
-        'mount --rbind /dev "$root/dev" && exec chroot "$root" /bin/sh -c "$0" "$@"'
+        'mount --rbind /dev "$root/dev" && exec chroot "$root" /bin/sh -c "$0" lab-install "$@"'
     )
     _run(private + ["sh", "-c", mount_and_chroot, INSTALL_SCRIPT, str(tmp), *config.PACKAGES],
          out)
 
 
-def _run(argv: list[str], out) -> None:
+def _run(argv: list[str], out: TextIO) -> None:
     """Run a build step with its output in the log; fail with the log's tail."""
     out.write(f"+ {' '.join(argv[:8])} ...\n")
     out.flush()
+    proxies = {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
     result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False,
-                            env={**os.environ, **config.HOST_ENV})
+                            env={**config.HOST_ENV, **proxies})
     if result.returncode != 0:
-        raise RuntimeError(f"root build step failed ({result.returncode}): {argv[-3:]}; "
-                           f"see {out.name}")
+        raise LabError(f"root build step failed ({result.returncode}); {out.name} ends with:\n"
+                       + tail(Path(out.name)))
 
 
 def _write_manifest(tmp: Path, seconds: float) -> None:

@@ -12,8 +12,9 @@ The file is INI, one section ``[ncdma]``; every key is optional::
     syslog = yes
     # upper bound of one hook operation, seconds
     hook_timeout = 10
-    # ncdma's emulator wrapper on this host, and the QEMU it runs by default
-    wrapper = /opt/ncdma/bin/ncdma-qemu
+    # ncdma's emulator wrapper (domains name it in <emulator>: keep it at the same path on
+    # every host a domain can migrate to), and the QEMU it runs by default
+    wrapper = /usr/local/libexec/ncdma/ncdma-qemu
     qemu = /usr/bin/qemu-system-x86_64
 
 The environment variable NCDMA_CONFIG names another file (tests, several installs).
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class Settings:
     log_file: Path | None = Path("/var/log/ncdma/ncdma.log")
     syslog: bool = True
     hook_timeout: float = 10.0
-    wrapper: Path = Path(sys.prefix) / "bin" / "ncdma-qemu"
+    wrapper: Path = Path("/usr/local/libexec/ncdma/ncdma-qemu")
     qemu: Path = Path("/usr/bin/qemu-system-x86_64")
     source: Path | None = None
 

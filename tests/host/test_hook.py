@@ -19,7 +19,7 @@ from ncdma import hook
 from ncdma.domain import parse_domain
 
 REPO = Path(__file__).parents[2]
-WRAPPER = "/opt/ncdma/bin/ncdma-qemu"
+WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 UUID = "0b7e2a4c-1f2d-4d7a-9a51-0c3b6f1e2d44"
 
 
@@ -96,7 +96,7 @@ def test_prepare_refuses_required_enforce_in_one_line(config, installed_hook) ->
 def test_prepare_refuses_an_emulator_that_is_not_the_wrapper(config, installed_hook) -> None:
     done = run_hook(installed_hook, "prepare", domain_xml(emulator="/usr/bin/qemu-system-x86_64"))
     assert done.returncode == 1
-    assert b"not ncdma's wrapper /opt/ncdma/bin/ncdma-qemu" in done.stderr
+    assert b"not ncdma's wrapper /usr/local/libexec/ncdma/ncdma-qemu" in done.stderr
 
 
 def test_invalid_metadata_is_refused_naming_the_attribute(config, installed_hook) -> None:

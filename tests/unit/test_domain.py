@@ -32,7 +32,7 @@ def test_opted_in_example() -> None:
     domain = parse_domain((EXAMPLES / "virtio-vga-opted-in.xml").read_bytes())
     assert domain.policy.bars == {Bar.VRAM} and domain.policy.migration is Migration.COPY
     assert domain.policy.emulator == "/usr/bin/qemu-system-x86_64"
-    assert domain.emulator == "/opt/ncdma/bin/ncdma-qemu"
+    assert domain.emulator == "/usr/local/libexec/ncdma/ncdma-qemu"
 
 
 def test_secondary_virtio_gpu_with_user_alias_blob_and_string_hostmem() -> None:

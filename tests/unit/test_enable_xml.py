@@ -13,7 +13,7 @@ from ncdma.errors import NcdmaError, PolicyError
 from ncdma.policy import Migration, PolicyMode
 
 LAB = (Path(__file__).parents[2] / "xml/examples/lab-virtio-vga.xml").read_text()
-WRAPPER = "/opt/ncdma/bin/ncdma-qemu"
+WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 
 
 def _canonical(xml: str) -> bytes:

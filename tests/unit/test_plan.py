@@ -13,10 +13,10 @@ from ncdma.policy import Bar, Policy, PolicyMode
 from ncdma.settings import Settings
 from ncdma.verdict import Mode, Verdict
 
-SETTINGS = Settings(wrapper=Path("/opt/ncdma/bin/ncdma-qemu"))
+SETTINGS = Settings(wrapper=Path("/usr/local/libexec/ncdma/ncdma-qemu"))
 VGA = GpuDevice("video0", "virtio-vga", "0000:00:02.0", 64 << 20, False, False, "video")
 PCI_NO_HOSTMEM = GpuDevice("video1", "virtio-gpu-pci", None, 0, False, False, "video")
-DOMAIN = Domain("vm", "u-1", "/opt/ncdma/bin/ncdma-qemu", (VGA,), Policy())
+DOMAIN = Domain("vm", "u-1", "/usr/local/libexec/ncdma/ncdma-qemu", (VGA,), Policy())
 ENFORCE = Verdict(Mode.ENFORCE, (), ())
 AUDIT = Verdict(Mode.AUDIT, ("kernel rejects the flag",), ())
 NONE = Verdict(Mode.NONE, ("no /dev/kvm",), ())

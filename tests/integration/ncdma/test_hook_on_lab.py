@@ -1,0 +1,164 @@
+"""The hook, enable/disable and the wrapper through real libvirtd + QEMU/KVM on the lab.
+
+The lab's kernel is unpatched (EINVAL for the flag) and its CPU is not Intel: enforce is
+impossible there, which is exactly what these tests check ncdma says and does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.integration.ncdma.conftest import LAB_XML, WRAPPERS, OptedIn, log_text
+
+
+def test_enable_then_disable_restores_the_definition_exactly(opted_in: OptedIn) -> None:
+    opted_in.define()
+    original = opted_in.inactive_xml()
+    done = opted_in.enable("h1", "--bars", "vram", "--migration", "copy")
+    assert "ncdma enabled on" in done.stdout and "migration=copy" in done.stdout
+    enabled = opted_in.inactive_xml()
+    assert f"<emulator>{WRAPPERS['h1']}</emulator>" in enabled
+    assert "urn:ncdma:domain:1" in enabled and "emulator='/usr/bin/qemu-system-x86_64'" \
+        in enabled.replace('"', "'")
+    assert opted_in.ncdma("h1", "disable", opted_in.name).returncode == 0
+    assert opted_in.inactive_xml() == original
+
+
+def test_enable_errors_are_one_line_with_a_hint(opted_in: OptedIn) -> None:
+    missing = opted_in.ncdma("h1", "enable", "no-such-domain")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("ncdma: error: cannot find domain no-such-domain")
+    assert "virsh list --all" in missing.stderr and "Traceback" not in missing.stderr
+    opted_in.define()
+    bad = opted_in.ncdma("h1", "enable", opted_in.name, "--bars", "everything")
+    assert bad.returncode == 1 and "attribute 'bars'" in bad.stderr
+    assert "urn:ncdma" not in opted_in.inactive_xml()
+
+
+def test_opted_in_vm_starts_in_audit_mode_through_the_wrapper(opted_in: OptedIn) -> None:
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    opted_in.lab.host("h1").virsh("start", opted_in.name)
+    assert opted_in.state() == "running"
+    plan = opted_in.plan()
+    assert (plan["requested"], plan["mode"], plan["devices"]) == ("enforce", "audit", ["video0"])
+    assert any("EINVAL" in reason for reason in plan["reasons"])
+    # the wrapper exec'd QEMU in place: the pid libvirt knows is QEMU's own
+    # (pids are the host's own: read its /proc)
+    exe = os.readlink(opted_in.lab.host("h1").root_path / f"proc/{opted_in.qemu_pid()}/exe")
+    assert exe.endswith("qemu-system-x86_64"), exe
+    log = log_text(opted_in.lab.host("h1"))
+    assert f"{opted_in.name}: mode audit (requested enforce)" in log
+    assert f"{opted_in.name} runs without ncdma's memslot guard" in log
+    opted_in.lab.host("h1").virsh("destroy", opted_in.name)
+    assert opted_in.plan() is None, "stopped/release must clean the domain's state"
+
+
+def test_required_enforce_is_refused_in_virsh_start(opted_in: OptedIn) -> None:
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram", "--require", "yes")
+    done = opted_in.lab.host("h1").virsh("start", opted_in.name, check=False)
+    assert done.returncode != 0
+    assert (f"ncdma: refusing to start {opted_in.name}: its policy requires enforce mode but "
+            f"this host allows audit") in done.stderr
+    assert opted_in.state() == "shut off" and opted_in.plan() is None
+
+
+def test_policy_written_by_hand_with_a_foreign_emulator_or_bad_value_is_refused(
+        opted_in: OptedIn) -> None:
+    policy = "<metadata><n:ncdma xmlns:n='urn:ncdma:domain:1' bars='vram' {}/></metadata>"
+    opted_in.define(xml=opted_in_xml(policy.format("")))
+    done = opted_in.lab.host("h1").virsh("start", opted_in.name, check=False)
+    assert "its <emulator> is /usr/bin/qemu-system-x86_64, not ncdma's wrapper" in done.stderr
+    opted_in.define(xml=opted_in_xml(policy.format("mode='loud'"), WRAPPERS["h1"]))
+    done = opted_in.lab.host("h1").virsh("start", opted_in.name, check=False)
+    assert "attribute 'mode' is 'loud' (allowed values: enforce, audit, off)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def opted_in_xml(metadata: str, emulator: str | None = None) -> str:
+    """The lab domain with ``metadata`` and, if given, another <emulator>."""
+    xml = LAB_XML.replace("<memory", f"{metadata}<memory", 1)
+    return xml.replace("/usr/bin/qemu-system-x86_64", emulator) if emulator else xml
+
+
+def test_migration_runs_the_hooks_on_both_sides_and_rewrites_the_emulator(
+        opted_in: OptedIn) -> None:
+    h1, h2 = opted_in.lab.host("h1"), opted_in.lab.host("h2")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram", "--migration", "skip")
+    h1.virsh("start", opted_in.name)
+    h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system")
+    assert opted_in.state("h2") == "running" and opted_in.state("h1") == "shut off"
+    live = h2.virsh("dumpxml", opted_in.name).stdout
+    assert f"<emulator>{WRAPPERS['h2']}</emulator>" in live
+    assert opted_in.plan("h2")["mode"] == "audit"
+    assert opted_in.plan("h1") is None, "h1's stopped/release hooks clean up after it"
+    assert "migrate with <emulator> rewritten to this host's wrapper" in log_text(h2)
+    # h2's own wrapper path does not exist on h1, and libvirt checks the emulator before
+    # any hook runs: the way back names h1's wrapper in the XML, as an operator would.
+    back = h2.virsh("dumpxml", "--migratable", opted_in.name).stdout
+    h2.run(["tee", "/tmp/back.xml"], input=back.replace(WRAPPERS["h2"], WRAPPERS["h1"]),
+           check=True)
+    h2.virsh("migrate", "--live", "--xml", "/tmp/back.xml", opted_in.name,
+             f"qemu+ssh://{h1.address}/system")
+    assert opted_in.state("h1") == "running"
+    assert opted_in.plan("h2") is None and opted_in.plan("h1")["mode"] == "audit"
+
+
+def test_destination_that_cannot_honor_the_policy_refuses_and_the_source_keeps_running(
+        opted_in: OptedIn) -> None:
+    h1, h2 = opted_in.lab.host("h1"), opted_in.lab.host("h2")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    h1.virsh("start", opted_in.name)
+    conf = h2.root_path / "etc/ncdma/ncdma.conf"
+    saved = conf.read_text()
+    try:
+        conf.write_text(saved + "hook_timeout = forever\n")
+        done = h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system",
+                        check=False)
+    finally:
+        conf.write_text(saved)
+    assert done.returncode != 0
+    assert "hook_timeout = 'forever' is invalid" in done.stderr
+    assert opted_in.state("h1") == "running" and opted_in.state("h2") in ("", "shut off")
+    assert opted_in.plan("h1")["mode"] == "audit"
+
+
+def test_libvirtd_restart_keeps_the_vm_running(opted_in: OptedIn) -> None:
+    h1 = opted_in.lab.host("h1")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    h1.virsh("start", opted_in.name)
+    qemu = opted_in.qemu_pid()
+    h1.run(["sh", "-c", 'kill "$(cat /run/libvirtd.pid)"'], check=True)
+    deadline = time.monotonic() + 30
+    while h1.libvirt_answers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    h1.run(["libvirtd", "-d"], check=True)
+    while not h1.libvirt_answers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert opted_in.state() == "running" and opted_in.qemu_pid() == qemu
+    assert f"{opted_in.name}: mode audit (requested enforce), devices video0; reconnected" \
+        in log_text(h1)
+
+
+def test_ten_opted_in_domains_start_at_once(lab, installed) -> None:
+    domains = [OptedIn(lab, f"t-many-{index}") for index in range(10)]
+    h1 = lab.host("h1")
+    try:
+        for domain in domains:
+            domain.remove()
+            domain.define()
+            domain.enable("h1", "--bars", "vram")
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            results = list(pool.map(lambda d: h1.virsh("start", d.name, check=False), domains))
+        assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
+        assert all(domain.state() == "running" for domain in domains)
+        assert all(domain.plan()["mode"] == "audit" for domain in domains)
+    finally:
+        for domain in domains:
+            domain.remove()
