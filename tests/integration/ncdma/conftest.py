@@ -8,9 +8,7 @@ one the domains carry, so a migration to h2 must have its <emulator> rewritten b
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,47 +18,33 @@ import pytest
 
 from lab import Lab
 from lab.host import Host
+from lab.install import FLEET_WRAPPER, build_wheels, install_ncdma, uninstall_ncdma
 
 REPO = Path(__file__).resolve().parents[3]
 PREFIXES = {"h1": "/opt/ncdma", "h2": "/opt/ncdma-alt"}
-FLEET_WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 WRAPPERS = {"h1": FLEET_WRAPPER, "h2": "/opt/ncdma-alt/bin/ncdma-qemu"}
 LAB_XML = (REPO / "xml/examples/lab-virtio-vga.xml").read_text()
 
 
-def build_wheels(directory: Path) -> None:
-    """ncdma and the dependencies Debian 13 does not ship, as wheels (lab hosts have no index)."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                    str(directory), str(REPO), "qemu.qmp", "tenacity"], check=True)
-
-
 def install(host: Host, wheels: Path) -> None:
-    """scripts/install-host inside ``host``, from wheels copied into its /tmp."""
-    target = host.root_path / "tmp/ncdma-wheels"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(wheels, target)
-    done = host.run(["/srv/ncdma/scripts/install-host", "--prefix", PREFIXES[host.name],
-                     "--wheels", "/tmp/ncdma-wheels"], timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    """ncdma on ``host`` with its prefix, and on h2 an ncdma.conf naming its own wrapper."""
+    install_ncdma(host, wheels, PREFIXES[host.name])
     conf = host.root_path / "etc/ncdma/ncdma.conf"
     conf.write_text(conf.read_text().replace(f"wrapper = {FLEET_WRAPPER}",
                                              f"wrapper = {WRAPPERS[host.name]}"))
-    host.reload_libvirtd()
 
 
 @pytest.fixture(scope="session")
 def installed(lab: Lab) -> Iterator[dict[str, Host]]:
     """Both lab hosts with ncdma installed; removed again at the end."""
     with tempfile.TemporaryDirectory() as scratch:
-        build_wheels(Path(scratch))
+        build_wheels(REPO, Path(scratch))
         for host in lab.hosts.values():
             install(host, Path(scratch))
     yield dict(lab.hosts)
     for host in lab.hosts.values():
         if host.running:
-            host.run(["/srv/ncdma/scripts/install-host", "--prefix", PREFIXES[host.name],
-                      "--uninstall"], timeout=60)
-            host.run(["rm", "-rf", "/etc/ncdma", "/run/ncdma", "/var/log/ncdma"])
+            uninstall_ncdma(host, PREFIXES[host.name])
 
 
 class OptedIn:

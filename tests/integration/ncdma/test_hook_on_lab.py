@@ -6,6 +6,7 @@ impossible there, which is exactly what these tests check ncdma says and does.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -162,3 +163,12 @@ def test_ten_opted_in_domains_start_at_once(lab, installed) -> None:
     finally:
         for domain in domains:
             domain.remove()
+
+
+def test_check_inside_a_lab_host_reports_the_lab_versions(installed) -> None:
+    done = installed["h1"].run(["/opt/ncdma/bin/ncdma", "check", "--json"])
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["mode"] == "audit" and report["host"]["hostname"] == "h1"
+    assert report["host"]["qemu_version"].startswith("10.0.")
+    assert report["host"]["libvirt_version"].startswith("11.3.")
