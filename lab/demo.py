@@ -76,6 +76,7 @@ def run_demo(lab: Lab) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         build_wheels(REPO, Path(scratch))
         for host in (h1, h2):
+            uninstall_ncdma(host)  # a clean slate: no configuration left by anything else
             install_ncdma(host, Path(scratch))
             print(f"  {host.name}: installed in /opt/ncdma, hook in /etc/libvirt/hooks/qemu.d")
     step("ncdma check inside h1 (Debian 13, libvirt and QEMU of the lab)")

@@ -34,9 +34,9 @@ def install(host: Host, wheels: Path) -> None:
                                              f"wrapper = {WRAPPERS[host.name]}"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def installed(lab: Lab) -> Iterator[dict[str, Host]]:
-    """Both lab hosts with ncdma installed; removed again at the end."""
+    """Both lab hosts with ncdma installed; removed again after the module's tests."""
     with tempfile.TemporaryDirectory() as scratch:
         build_wheels(REPO, Path(scratch))
         for host in lab.hosts.values():
