@@ -83,6 +83,26 @@ def run_disable(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_status(args: argparse.Namespace) -> int:
+    """``ncdma status``: a running domain's mode, guard and slots."""
+    from ncdma.status import domain_status, status_json, status_text
+
+    status = domain_status(load_settings(), args.domain)
+    if args.json:
+        print(json.dumps(status_json(status), indent=2))
+    else:
+        print(status_text(status))
+    healthy = status.guard_alive and not status.mismatches
+    return EXIT_OK if healthy or status.plan.mode is Mode.NONE else EXIT_FAILED
+
+
+def run_guardd(args: argparse.Namespace) -> int:
+    """``ncdma guardd``: the root guard service, in the foreground."""
+    from ncdma.guardd import run_service
+
+    return run_service(load_settings())
+
+
 def _domain_command(commands: argparse._SubParsersAction, name: str, summary: str,
                     description: str) -> argparse.ArgumentParser:
     """A subcommand that edits one defined domain through libvirt."""
@@ -135,6 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "disable", "opt a defined domain out, restoring it exactly",
         "Remove ncdma's metadata and restore the domain's original <emulator>.")
     disable.set_defaults(handler=run_disable)
+
+    status = commands.add_parser(
+        "status", help="a running domain's mode, guard health and memslots",
+        description="Show the mode ncdma runs a domain in and why, whether its guard is alive, "
+                    "and every memslot with the guard's verdict, cross-checked against QEMU's "
+                    "flat view.",
+        epilog="Exit status: 0 guard alive and slots consistent, 1 otherwise, 2 usage error.")
+    status.add_argument("domain", metavar="DOMAIN", help="the domain's name or UUID")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.set_defaults(handler=run_status)
+
+    guardd = commands.add_parser(
+        "guardd", help="run the guard service (root; started by the system, not by hand)",
+        description="The root service that takes each wrapper's seccomp listener and runs one "
+                    "memslot guard per domain. Runs in the foreground until SIGTERM.")
+    guardd.set_defaults(handler=run_guardd)
     return parser
 
 

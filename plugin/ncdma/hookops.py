@@ -15,7 +15,7 @@ from ncdma.hook import HookOutcome
 from ncdma.host import gather_host_report
 from ncdma.plan import Plan, Refusal, decide_plan
 from ncdma.settings import Settings
-from ncdma.state import read_plan, remove_domain_state, write_plan
+from ncdma.state import guard_pid, read_plan, remove_domain_state, write_plan
 from ncdma.verdict import Mode, Verdict, decide
 
 RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
@@ -53,12 +53,15 @@ def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
     plan = read_plan(settings, _state_key(domain))
     if plan is None or plan.mode is Mode.NONE:
         return HookOutcome()
-    # The memslot guard is not part of this version: nothing can be attached yet.
-    missing = f"ncdma: {domain.name} runs without ncdma's memslot guard (not in this version)"
+    pid = guard_pid(settings, plan)
+    if pid is not None:
+        log.info("%s: guard %d attached, %s mode", domain.name, pid, plan.mode.value)
+        return HookOutcome()
+    missing = f"ncdma: {domain.name} runs without its memslot guard (see the ncdma log)"
     if plan.require:
         log.error("%s; its policy requires the guard: stopping it", missing)
         return HookOutcome(1, stderr=f"{missing}: its policy says require='yes'")
-    log.warning("%s; running unguarded in %s mode", missing, plan.mode.value)
+    log.warning("%s; running unguarded", missing)
     return HookOutcome()
 
 

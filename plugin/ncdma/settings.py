@@ -50,8 +50,13 @@ class Settings:
     source: Path | None = None
 
     def domain_dir(self, uuid: str) -> Path:
-        """The state directory of one domain (its plan, later its journal)."""
+        """The state directory of one domain: plan, journal, guard pid, QMP socket."""
         return self.state_dir / "domains" / uuid
+
+    @property
+    def guard_socket(self) -> Path:
+        """Where the guard service listens for wrappers."""
+        return self.state_dir / "guard.sock"
 
 
 def _bad(path: Path, key: str, value: str, wanted: str) -> ConfigError:

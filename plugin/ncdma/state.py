@@ -1,7 +1,8 @@
 """Per-domain state on disk: the plan the hook writes for the wrapper and the guard.
 
-Layout: ``<state_dir>/domains/<uuid>/plan.json``, directories 0700 and files 0600, owned
-by root; written atomically (temporary file, then rename).
+Layout: ``<state_dir>/domains/<uuid>/plan.json``, written by root only, atomically
+(temporary file, then rename). The plan is readable by all (0644 in 0755 directories): the
+emulator wrapper runs as QEMU's user and reads it; it holds nothing secret (no domain XML).
 """
 
 from __future__ import annotations
@@ -15,16 +16,24 @@ from ncdma.errors import NcdmaError
 from ncdma.plan import Plan
 from ncdma.settings import Settings
 
-PLAN_FILE = "plan.json"
+# The files of a domain's state directory.
+PLAN_FILE = "plan.json"          # the hook's decision (root writes, all read)
+SLOTS_FILE = "slots.json"        # the guard's journal
+FLATVIEW_FILE = "flatview.json"  # QEMU's flat view, as the guard last read it over QMP
+GUARD_PID_FILE = "guard.pid"
+PENDING_FILE = "pending"         # the notification the guard is answering (for a successor)
+QMP_SOCKET = "qmp/qmp.sock"      # QEMU's private QMP socket, in a directory QEMU's user owns
 
 
 def write_plan(settings: Settings, plan: Plan) -> Path:
     """Store ``plan`` in the domain's state directory; return the file's path."""
     directory = settings.domain_dir(plan.uuid)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory.chmod(0o755)  # whatever the umask libvirt gave the hook
     target = directory / PLAN_FILE
     temporary = directory / f".{PLAN_FILE}.{os.getpid()}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    os.fchmod(descriptor, 0o644)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(plan.to_json(), handle, indent=2)
     os.replace(temporary, target)
@@ -50,3 +59,13 @@ def read_plan(settings: Settings, uuid: str) -> Plan | None:
 def remove_domain_state(settings: Settings, uuid: str) -> None:
     """Forget everything about a domain; never fails."""
     shutil.rmtree(settings.domain_dir(uuid), ignore_errors=True)
+
+
+def guard_pid(settings: Settings, plan: Plan) -> int | None:
+    """The pid of the domain's guard if it is alive, else None."""
+    try:
+        pid = int((settings.domain_dir(plan.uuid) / GUARD_PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid

@@ -1,21 +1,36 @@
 """The emulator wrapper libvirt starts instead of QEMU (the domain's <emulator>).
 
-It finds the plan the hook wrote for this domain (by QEMU's ``-uuid`` argument) and
-execs the real QEMU with the same pid, arguments and inherited file descriptors. Without
-a plan (libvirt probing capabilities, a domain that does not opt in) it execs the default
-QEMU untouched. The seccomp filter and the memslot guard are not part of this version:
-every domain runs unguarded, and the hook says so at ``started``.
+It finds the plan the hook wrote for this domain (by QEMU's ``-uuid`` argument). With a
+plan in audit or enforce mode it connects to the guard service, installs the seccomp
+filter that traps only the memslot ioctls, hands the listener to the service, and execs
+the real QEMU with the same pid, arguments and inherited file descriptors, plus a private
+QMP socket for the guard. Without a plan (libvirt probing capabilities, a domain that does
+not opt in, mode off or none) it execs QEMU untouched.
+
+If the service cannot be reached, a domain whose policy requires ncdma fails to start
+with one line on stderr (libvirt shows it); any other runs unguarded and says so.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
+from ncdma import seccomp
 from ncdma.errors import NcdmaError
+from ncdma.plan import Plan
 from ncdma.settings import Settings, load_settings
 from ncdma.state import read_plan
+from ncdma.verdict import Mode
+
+_ANSWER_TIMEOUT_S = 10.0
+
+
+class WrapperError(NcdmaError):
+    """The guard could not be attached."""
 
 
 def _argument(argv: Sequence[str], option: str) -> str | None:
@@ -26,20 +41,66 @@ def _argument(argv: Sequence[str], option: str) -> str | None:
     return None
 
 
-def real_emulator(argv: Sequence[str], settings: Settings) -> str:
-    """The QEMU binary to exec for this command line."""
-    uuid = _argument(argv, "-uuid")
-    plan = read_plan(settings, uuid) if uuid else None
+def real_emulator(plan: Plan | None, settings: Settings) -> str:
+    """The QEMU binary to exec."""
     if plan is not None and os.access(plan.emulator, os.X_OK):
         return plan.emulator
     return str(settings.qemu)
 
 
+def attach_guard(settings: Settings, plan: Plan) -> str:
+    """Install the memslot filter and hand its listener to the guard service.
+
+    Returns the private QMP socket path QEMU must serve. The service is reached before
+    the filter is installed: a filter whose listener nobody reads would hang QEMU.
+
+    :raise WrapperError: When the service is unreachable or refuses.
+    """
+    path = settings.guard_socket
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(_ANSWER_TIMEOUT_S)
+    try:
+        connection.connect(str(path))
+    except OSError as err:
+        raise WrapperError(f"the guard service is not reachable at {path}: {err.strerror}",
+                           "start it (`ncdma guardd`, or the ncdma-guardd service)") from None
+    with connection:
+        listener = seccomp.install_memslot_filter()
+        request = {"uuid": plan.uuid, "pid": os.getpid(), "listener_fd": listener}
+        try:
+            socket.send_fds(connection, [json.dumps(request).encode()], [listener])
+            answer = json.loads(connection.makefile("rb").readline() or b"{}")
+        except (OSError, ValueError) as err:
+            answer = {"ok": False, "error": f"no answer from the guard service: {err}"}
+    if not answer.get("ok"):
+        os.close(listener)  # nobody will answer: memslot ioctls fail (ENOSYS), QEMU stops
+        raise WrapperError(f"the guard service refused: {answer.get('error')}",
+                           "see the ncdma log on this host")
+    return str(answer["qmp_socket"])
+
+
+def qemu_argv(argv: Sequence[str], settings: Settings) -> tuple[str, list[str]]:
+    """The QEMU binary and arguments to exec, the guard attached when the plan asks."""
+    uuid = _argument(argv, "-uuid")
+    plan = read_plan(settings, uuid) if uuid else None
+    emulator = real_emulator(plan, settings)
+    if plan is None or plan.mode is Mode.NONE:
+        return emulator, list(argv)
+    try:
+        qmp_socket = attach_guard(settings, plan)
+    except WrapperError as err:
+        if plan.require:
+            raise
+        print(f"ncdma-qemu: warning: {plan.domain} runs unguarded: {err}", file=sys.stderr)
+        return emulator, list(argv)
+    return emulator, [*argv, "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+
+
 def main() -> int:
     """Entry point ``ncdma-qemu``: become the real QEMU, or say in one line why not."""
     try:
-        emulator = real_emulator(sys.argv[1:], load_settings())
-        os.execv(emulator, [emulator, *sys.argv[1:]])
+        emulator, argv = qemu_argv(sys.argv[1:], load_settings())
+        os.execv(emulator, [emulator, *argv])
     except NcdmaError as err:
         print(f"ncdma-qemu: {err}", file=sys.stderr)
     except OSError as err:

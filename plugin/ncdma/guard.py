@@ -1,0 +1,235 @@
+"""The memslot guard of one domain: answers every trapped memslot ioctl of its QEMU.
+
+For each notification it reads the slot from QEMU's memory, classifies it with the
+layout known at that moment (never asking QEMU: QEMU's thread holds the big lock while it
+waits in the ioctl), sets the flag in enforce mode, answers CONTINUE, then journals.
+Whatever goes wrong inside, the ioctl is answered (untouched) and the error logged.
+
+A layout thread keeps the VM's layout fresh over QEMU's private QMP socket; the
+notification loop only reads the latest snapshot. The guard exits when QEMU exits. A
+guard started with ``--recover`` takes the listener back from QEMU (pidfd_getfd),
+rebuilds its table from the journal and answers a notification its predecessor left.
+
+Run by the guard service: ``python -m ncdma.guard --uuid U --pid P --listener-fd N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import select
+import statistics
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from ncdma import seccomp
+from ncdma.classify import Action, Decision, SlotLayout, classify
+from ncdma.errors import NcdmaError
+from ncdma.journal import Journal
+from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
+from ncdma.logs import configure_logging
+from ncdma.memslot import Memslot, ProcessMemory
+from ncdma.plan import Plan
+from ncdma.settings import Settings, load_settings
+from ncdma.state import GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
+from ncdma.verdict import Mode
+
+_PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
+_LATENCIES_KEPT = 4096
+_REFRESH_PERIOD_S = 2.0
+
+
+class LayoutWatcher(threading.Thread):
+    """Keeps ``layout`` fresh from QEMU's private QMP socket; never blocks the guard."""
+
+    def __init__(self, socket_path: Path, log: logging.Logger, timeout: float) -> None:
+        super().__init__(name="layout", daemon=True)
+        self.socket_path = socket_path
+        self.log = log
+        self.timeout = timeout
+        self.layout: SlotLayout | None = None
+        self.wanted = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        from ncdma.qmp import connect, discover_layout
+
+        try:
+            client = await connect(str(self.socket_path), self.timeout)
+        except NcdmaError as err:
+            self.log.error("layout: %s: slots stay untouched", err)
+            return
+        while True:
+            try:
+                self.layout = await discover_layout(client, self.timeout)
+            except NcdmaError as err:
+                self.log.warning("layout: %s", err)
+                if not self.socket_path.exists():
+                    return
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.wanted.wait, _REFRESH_PERIOD_S)
+            self.wanted.clear()
+
+
+class Guard:
+    """Answers the notifications of one QEMU process."""
+
+    def __init__(self, listener: int, qemu_pid: int, plan: Plan, directory: Path,
+                 log: logging.Logger, watcher: LayoutWatcher | None) -> None:
+        self.listener = listener
+        self.qemu_pid = qemu_pid
+        self.plan = plan
+        self.bars = frozenset(plan.bars)
+        self.enforce = plan.mode is Mode.ENFORCE
+        self.log = log
+        self.watcher = watcher
+        self.journal = Journal(directory, plan.mode.value, plan.flag)
+        self.memory: ProcessMemory | None = None
+        self.pending = os.open(directory / PENDING_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                               0o600)
+        self.latencies_us: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+
+    def _memory(self) -> ProcessMemory:
+        # Opened at the first notification: QEMU has exec'd by then (before, the pid's
+        # memory was the wrapper's).
+        if self.memory is None:
+            self.memory = ProcessMemory(self.qemu_pid)
+        return self.memory
+
+    def decide(self, request: Memslot) -> Decision:
+        """The classifier's decision with what is known right now."""
+        layout = self.watcher.layout if self.watcher else None
+        return classify(request, layout, self.bars, self.journal.tagged)
+
+    def handle(self, note: seccomp.Notification, received: float) -> None:
+        """Answer one notification; always answers, whatever fails."""
+        request: Memslot | None = None
+        decision: Decision | None = None
+        flag_set = False
+        try:
+            os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
+                                                  self._is_v2(note)), 0)
+            request = self._memory().read_region(note.args[2], self._is_v2(note))
+            decision = self.decide(request)
+            if decision.wants_flag and self.enforce:
+                self._memory().write_flags(note.args[2], request.flags | self.plan.flag)
+                flag_set = True
+        except Exception as err:  # noqa: BLE001 - the ioctl must be answered regardless
+            self.log.error("guard: notification %#x: %r: letting the ioctl run untouched",
+                           note.id, err)
+        seccomp.answer_continue(self.listener, note.id)
+        self.latencies_us.append((time.perf_counter() - received) * 1e6)
+        if request is not None and decision is not None:
+            self._journal(request, decision, flag_set)
+
+    @staticmethod
+    def _is_v2(note: seccomp.Notification) -> bool:
+        return note.args[1] & 0xFFFFFFFF == KVM_SET_USER_MEMORY_REGION2
+
+    def _journal(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
+        self.journal.record(request, decision, flag_set)
+        if decision.action is Action.TAG:
+            self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
+                          "tagged" if flag_set else "would be tagged (audit)", decision.owner)
+        if decision.action is Action.UNTOUCHED and self.watcher is not None:
+            self.watcher.wanted.set()  # a BAR may have moved: refresh for the next one
+        self._save()
+
+    def _save(self) -> None:
+        document_latency = self.latency_summary()
+        self.journal.counts["latency_p50_us"] = document_latency[0]
+        self.journal.counts["latency_p99_us"] = document_latency[1]
+        self.journal.save()
+
+    def latency_summary(self) -> tuple[int, int]:
+        """p50 and p99 of the decision latency (receive to answer), microseconds."""
+        if len(self.latencies_us) < 2:
+            value = int(self.latencies_us[0]) if self.latencies_us else 0
+            return value, value
+        cuts = statistics.quantiles(self.latencies_us, n=100)
+        return int(cuts[49]), int(cuts[98])
+
+    def resume_pending(self) -> None:
+        """Answer the notification a dead predecessor received but did not answer."""
+        data = os.pread(self.pending, _PENDING.size, 0)
+        if len(data) < _PENDING.size:
+            return
+        note_id, tid, address, v2 = _PENDING.unpack(data)
+        if note_id and seccomp.is_pending(self.listener, note_id):
+            request = KVM_SET_USER_MEMORY_REGION2 if v2 else KVM_SET_USER_MEMORY_REGION
+            self.log.warning("guard %s: answering notification %#x left by the previous guard",
+                             self.plan.domain, note_id)
+            self.handle(seccomp.Notification(note_id, tid, 16, seccomp.AUDIT_ARCH_X86_64,
+                                             (0, request, address, 0, 0, 0)),
+                        time.perf_counter())
+
+    def serve(self) -> None:
+        """Answer notifications until QEMU exits."""
+        qemu = seccomp.pidfd_open(self.qemu_pid)
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(qemu, select.POLLIN)
+        while True:
+            for fd, events in poller.poll():
+                if fd == qemu or events & (select.POLLHUP | select.POLLERR):
+                    self.log.info("guard %s: QEMU exited; %s", self.plan.domain,
+                                  dict(self.journal.counts))
+                    return
+                note = seccomp.receive(self.listener)
+                if note is not None:
+                    self.handle(note, time.perf_counter())
+
+
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ncdma.guard", description=__doc__)
+    parser.add_argument("--uuid", required=True)
+    parser.add_argument("--pid", type=int, required=True, help="QEMU's pid")
+    parser.add_argument("--listener-fd", type=int, required=True,
+                        help="the listener's fd number inside QEMU")
+    parser.add_argument("--fd", type=int, help="the listener, inherited; absent: --recover")
+    parser.add_argument("--recover", action="store_true",
+                        help="take the listener back from QEMU and carry on")
+    return parser.parse_args(argv)
+
+
+def run_guard(args: argparse.Namespace, settings: Settings) -> int:
+    """Set up and run one guard; 0 when QEMU exited, 1 when the guard could not run."""
+    log = configure_logging(settings, "guard")
+    directory = settings.domain_dir(args.uuid)
+    plan = read_plan(settings, args.uuid)
+    if plan is None:
+        log.error("guard: no plan for domain %s: nothing to guard", args.uuid)
+        return 1
+    listener = args.fd if args.fd is not None else seccomp.pidfd_getfd(
+        seccomp.pidfd_open(args.pid), args.listener_fd)
+    (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
+    watcher = LayoutWatcher(directory / QMP_SOCKET, log, settings.hook_timeout)
+    guard = Guard(listener, args.pid, plan, directory, log, watcher)
+    if args.recover:
+        guard.journal.load()
+        guard.resume_pending()
+    watcher.start()
+    log.info("guard %s: serving QEMU %d in %s mode (flag %#x, bars %s)%s", plan.domain,
+             args.pid, plan.mode.value, plan.flag, ",".join(plan.bars),
+             " after taking over" if args.recover else "")
+    guard.serve()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of one guard process."""
+    sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
+    return run_guard(_arguments(sys.argv[1:] if argv is None else argv), load_settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`ncdma status DOMAIN`: the domain's mode and why, guard health, and the slots table.
+
+Everything comes from the domain's state directory (root only): the plan from the hook,
+the journal and the flat view the guard saved. The slots are cross-checked against the
+flat view the guard last read from QEMU over QMP: every journaled slot must match a range
+QEMU registered with KVM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ncdma.errors import NcdmaError
+from ncdma.journal import read_journal
+from ncdma.plan import Plan
+from ncdma.settings import Settings
+from ncdma.state import FLATVIEW_FILE, PLAN_FILE, guard_pid, read_plan
+
+STATUS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """What `ncdma status` shows for one domain."""
+
+    plan: Plan
+    guard_pid: int | None
+    guard_alive: bool
+    journal: dict[str, Any] | None
+    flatview: list[dict[str, Any]] | None
+    mismatches: tuple[str, ...]
+
+
+def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
+    """The plan of a domain started with ncdma on this host, by name or UUID.
+
+    :raise NcdmaError: When no running domain of that name has a plan here.
+    """
+    domains = settings.state_dir / "domains"
+    for plan_file in sorted(domains.glob(f"*/{PLAN_FILE}")) if domains.exists() else []:
+        plan = read_plan(settings, plan_file.parent.name)
+        if plan is not None and name_or_uuid in (plan.domain, plan.uuid):
+            return plan
+    raise NcdmaError(f"no domain {name_or_uuid!r} is running with ncdma on this host",
+                     "start it with `virsh start` after `ncdma enable`; "
+                     "`virsh list` shows what runs")
+
+
+def cross_check(journal: dict[str, Any] | None,
+                flatview: list[dict[str, Any]] | None) -> tuple[str, ...]:
+    """Journaled slots that QEMU's flat view does not show registered with KVM there."""
+    if journal is None or flatview is None:
+        return ()
+    kvm_ranges = [(r["start"], r["start"] + r["size"]) for r in flatview if r.get("kvm")]
+    problems = []
+    for slot in journal.get("slots", []):
+        start, end = slot["gpa"], slot["gpa"] + slot["size"]
+        if not any(low <= start and end <= high for low, high in kvm_ranges):
+            problems.append(f"slot {slot['slot']:#x} {start:#x}-{end:#x} is not in QEMU's "
+                            f"flat view")
+    return tuple(problems)
+
+
+def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
+    """Gather the status of one domain."""
+    plan = find_domain(settings, name_or_uuid)
+    directory = settings.domain_dir(plan.uuid)
+    pid = guard_pid(settings, plan)
+    journal = read_journal(directory)
+    try:
+        flatview = json.loads((directory / FLATVIEW_FILE).read_text())
+    except (OSError, ValueError):
+        flatview = None
+    return DomainStatus(plan, pid, pid is not None, journal, flatview,
+                        cross_check(journal, flatview))
+
+
+def status_json(status: DomainStatus) -> dict[str, Any]:
+    """The JSON document of `ncdma status --json`."""
+    return {"schema_version": STATUS_SCHEMA_VERSION, "plan": status.plan.to_json(),
+            "guard": {"pid": status.guard_pid, "alive": status.guard_alive},
+            "journal": status.journal, "flatview_checked": status.flatview is not None,
+            "mismatches": list(status.mismatches)}
+
+
+def status_text(status: DomainStatus) -> str:
+    """The human view of `ncdma status`."""
+    plan = status.plan
+    lines = [f"{plan.domain} ({plan.uuid})",
+             f"mode: {plan.mode.value} (requested {plan.requested.value}, "
+             f"require {'yes' if plan.require else 'no'}, bars {','.join(plan.bars)}, "
+             f"flag {plan.flag:#x})"]
+    lines.extend(f"  why: {reason}" for reason in plan.reasons)
+    guard = "alive" if status.guard_alive else "NOT running"
+    lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))
+    journal = status.journal or {}
+    counts = journal.get("counts", {})
+    if counts:
+        lines.append(f"  decisions {counts.get('tag', 0)} tag, {counts.get('keep', 0)} keep, "
+                     f"{counts.get('untouched', 0)} untouched, {counts.get('delete', 0)} delete;"
+                     f" latency p50 {counts.get('latency_p50_us', 0)} us, "
+                     f"p99 {counts.get('latency_p99_us', 0)} us")
+    lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} {'flag':<4}  owner")
+    for slot in journal.get("slots", []):
+        end = slot["gpa"] + slot["size"] - 1
+        lines.append(f"  {slot['slot']:>#6x}  {slot['gpa']:#018x}-{end:#014x} "
+                     f"{slot['size']:>#10x}  {slot['action']:<9} "
+                     f"{'set' if slot['flag_set'] else '-':<4}  {slot['owner'] or '-'}")
+    if status.flatview is None:
+        lines.append("flat view: not read yet (the guard reads it over QMP)")
+    elif status.mismatches:
+        lines.append("flat view: MISMATCH")
+        lines.extend(f"  - {problem}" for problem in status.mismatches)
+    else:
+        lines.append("flat view: every journaled slot matches a KVM range in QEMU's flat view")
+    return "\n".join(lines)
