@@ -35,7 +35,7 @@ def _run(args: list[str]) -> None:
 
 
 def reset_vector_jump(data: bytes) -> int | None:
-    """Where the reset vector of image DATA jumps in segment 0xf000; None if DATA is no guest image."""
+    """Where DATA's reset vector jumps in segment 0xf000; None if DATA is no guest image."""
     jump = data[RESET_VECTOR:RESET_VECTOR + 5]
     if len(data) != IMAGE_SIZE or jump[0] != FAR_JUMP:
         return None
@@ -54,8 +54,10 @@ def build_guest(name: str, out_dir: Path, **symbols: int) -> Path:
     stem = "-".join([name, *(f"{key}={value}" for key, value in sorted(symbols.items()))])
     out_dir.mkdir(parents=True, exist_ok=True)
     obj, image = out_dir / f"{stem}.o", out_dir / f"{stem}.bin"
-    defsyms = [arg for key, value in sorted(symbols.items()) for arg in ("--defsym", f"{key}={value}")]
-    _run(["as", "--32", "-I", str(GUESTS_DIR), *defsyms, "-o", str(obj), str(GUESTS_DIR / f"{name}.S")])
+    defsyms = [arg for key, value in sorted(symbols.items())
+               for arg in ("--defsym", f"{key}={value}")]
+    _run(["as", "--32", "-I", str(GUESTS_DIR), *defsyms, "-o", str(obj),
+          str(GUESTS_DIR / f"{name}.S")])
     _run(["ld", "-m", "elf_i386", "-Ttext", "0", "-e", "start", "--oformat", "binary",
           "-o", str(image), str(obj)])
     obj.unlink()
