@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Protocol
 
+from ncdma.layout import Layout
 from ncdma.memslot import Memslot
 
 
@@ -40,17 +40,29 @@ class Decision:
         return self.action in (Action.TAG, Action.KEEP)
 
 
-class SlotLayout(Protocol):
-    """What the classifier needs to know about a VM's memory (see :mod:`ncdma.layout`)."""
+def selected_owner(slot: Memslot, layout: Layout, bars: Collection[str]) -> str | None:
+    """The virtio-gpu BAR memory selected by ``bars`` that holds the slot, described; or None.
 
-    def overlaps_system_ram(self, gpa: int, size: int, hva: int) -> bool:
-        """The range overlaps guest system RAM by guest-physical or host address."""
+    vram is recognised by host address where QEMU reports one (>= 8.0): a slot can cover
+    only part of the BAR (a BAR straddling the end of RAM). Otherwise, and for hostmem
+    (blob mappings come and go inside the window), by the BAR's guest-physical window.
+    """
+    if "vram" in bars:
+        for gpu in layout.gpus:
+            if gpu.vram is not None and gpu.vram.holds(slot.hva, slot.size):
+                return f"{gpu.qdev_id or gpu.qom_path} vram ({gpu.vram.name})"
+    found = layout.gpu_bar_at(slot.gpa, slot.size)
+    if found is None:
+        return None
+    gpu, bar = found
+    if bar.kind not in bars:
+        return None
+    if bar.kind == "vram" and gpu.vram is not None and gpu.vram.hva is not None:
+        return None  # the vram window, but not the vram's memory: something else is there
+    return f"{gpu.qdev_id or gpu.qom_path} BAR {bar.bar} ({bar.kind})"
 
-    def selected_bar(self, gpa: int, size: int, hva: int, bars: Collection[str]) -> str | None:
-        """A description of the virtio-gpu BAR selected by ``bars`` that holds the slot."""
 
-
-def classify(slot: Memslot, layout: SlotLayout | None, bars: Collection[str],
+def classify(slot: Memslot, layout: Layout | None, bars: Collection[str],
              tagged: Collection[int]) -> Decision:
     """Decide for ``slot`` given the layout known now, the policy's ``bars``, tagged slot ids."""
     if slot.deletes:
@@ -61,7 +73,7 @@ def classify(slot: Memslot, layout: SlotLayout | None, bars: Collection[str],
         return Decision(Action.UNTOUCHED, "VM layout not known yet (QMP not ready)")
     if layout.overlaps_system_ram(slot.gpa, slot.size, slot.hva):
         return Decision(Action.UNTOUCHED, "guest system RAM is never tagged", "system RAM")
-    owner = layout.selected_bar(slot.gpa, slot.size, slot.hva, bars)
+    owner = selected_owner(slot, layout, bars)
     if owner is None:
         return Decision(Action.UNTOUCHED, "not virtio-gpu BAR memory selected by the policy")
     return Decision(Action.TAG, "virtio-gpu BAR memory selected by the policy", owner)

@@ -10,6 +10,7 @@ a message that names the problem and a hint that says what to do next::
      +-- DomainXmlError       a domain's XML cannot be parsed (exit 1)
      |    +-- PolicyError     the domain's <ncdma:ncdma> metadata is invalid (exit 1)
      +-- LibvirtError         a libvirt call failed (exit 1)
+     +-- QmpError             QMP to QEMU failed, timed out or was not understood (exit 1)
 
 The CLI maps each class to its documented exit status; nothing else reaches
 the operator as a traceback.
@@ -60,3 +61,8 @@ class PolicyError(DomainXmlError):
 
 class LibvirtError(NcdmaError):
     """A libvirt call failed; the message carries libvirt's own words."""
+
+
+class QmpError(NcdmaError):
+    """Talking to QEMU over QMP failed: no socket, no answer in time, QEMU gone, a command
+    refused, or an answer ncdma cannot read. The message names the socket or command."""

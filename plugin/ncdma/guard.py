@@ -30,12 +30,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ncdma import seccomp
-from ncdma.classify import Action, Decision, SlotLayout, classify
+from ncdma.classify import Action, Decision, classify
 from ncdma.errors import NcdmaError
 from ncdma.journal import Journal
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
+from ncdma.layout import Layout
 from ncdma.logs import configure_logging
-from ncdma.memslot import Memslot, ProcessMemory
+from ncdma.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.plan import Plan
 from ncdma.settings import Settings, load_settings
 from ncdma.state import GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
@@ -44,6 +45,7 @@ from ncdma.verdict import Mode
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
 _REFRESH_PERIOD_S = 2.0
+_LOST_IDS_TRIED = 4
 
 
 class LayoutWatcher(threading.Thread):
@@ -54,7 +56,7 @@ class LayoutWatcher(threading.Thread):
         self.socket_path = socket_path
         self.log = log
         self.timeout = timeout
-        self.layout: SlotLayout | None = None
+        self.layout: Layout | None = None
         self.wanted = threading.Event()
 
     def run(self) -> None:
@@ -63,6 +65,9 @@ class LayoutWatcher(threading.Thread):
     async def _watch(self) -> None:
         from ncdma.qmp import connect, discover_layout
 
+        # qemu.qmp's reader task ends with EOFError when QEMU exits: not worth a traceback.
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: self.log.debug("layout: %s", context.get("message")))
         try:
             client = await connect(str(self.socket_path), self.timeout)
         except NcdmaError as err:
@@ -159,16 +164,31 @@ class Guard:
         return int(cuts[49]), int(cuts[98])
 
     def resume_pending(self) -> None:
-        """Answer the notification a dead predecessor received but did not answer."""
+        """Answer what a dead predecessor left unanswered.
+
+        Either the notification it recorded, or one it received but was killed before
+        recording: ids grow by one per notification, so the next few ids are tried, and the
+        waiting thread's argument is read from /proc (QEMU makes one memslot call at a time).
+        """
         data = os.pread(self.pending, _PENDING.size, 0)
         if len(data) < _PENDING.size:
             return
-        note_id, tid, address, v2 = _PENDING.unpack(data)
-        if note_id and seccomp.is_pending(self.listener, note_id):
-            request = KVM_SET_USER_MEMORY_REGION2 if v2 else KVM_SET_USER_MEMORY_REGION
+        last_id, tid, address, v2 = _PENDING.unpack(data)
+        for candidate in range(last_id, last_id + _LOST_IDS_TRIED):
+            if not seccomp.is_pending(self.listener, candidate):
+                continue
+            if candidate != last_id:
+                found = blocked_memslot_ioctl(self.qemu_pid)
+                if found is None:
+                    self.log.error("guard %s: notification %#x pending but no thread waits in "
+                                   "a memslot ioctl", self.plan.domain, candidate)
+                    continue
+                tid, address, v2 = found
             self.log.warning("guard %s: answering notification %#x left by the previous guard",
-                             self.plan.domain, note_id)
-            self.handle(seccomp.Notification(note_id, tid, 16, seccomp.AUDIT_ARCH_X86_64,
+                             self.plan.domain, candidate)
+            request = KVM_SET_USER_MEMORY_REGION2 if v2 else KVM_SET_USER_MEMORY_REGION
+            self.handle(seccomp.Notification(candidate, tid, seccomp.NR_IOCTL_X86_64,
+                                             seccomp.AUDIT_ARCH_X86_64,
                                              (0, request, address, 0, 0, 0)),
                         time.perf_counter())
 
@@ -226,9 +246,18 @@ def run_guard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of one guard process."""
+    """Entry point of one guard process: 0 when QEMU exited, 1 when the guard failed."""
     sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
-    return run_guard(_arguments(sys.argv[1:] if argv is None else argv), load_settings())
+    args = _arguments(sys.argv[1:] if argv is None else argv)
+    settings = load_settings()
+    try:
+        return run_guard(args, settings)
+    except NcdmaError as err:
+        gone = not os.path.exists(f"/proc/{args.pid}")
+        configure_logging(settings, "guard").log(
+            logging.INFO if gone else logging.ERROR, "guard %s: %s%s", args.uuid, err,
+            " (QEMU is gone)" if gone else "")
+        return 0 if gone else 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from ncdma.state import QMP_SOCKET, read_plan
 
 _MAX_REQUEST = 4096
 _RESTARTS_PER_DOMAIN = 100
+_MAX_UNIX_PATH = 108  # sun_path, with its terminating NUL
 
 
 @dataclass
@@ -72,6 +73,9 @@ class GuardService:
             return {"ok": False, "error": f"no plan for domain {uuid!r}: the prepare hook did "
                                           f"not run (is ncdma's libvirt hook installed?)"}
         directory = self.settings.domain_dir(uuid)
+        if len(str(directory / QMP_SOCKET)) >= _MAX_UNIX_PATH:
+            return {"ok": False, "error": f"state_dir {self.settings.state_dir} is too long for "
+                                          f"a unix socket path: shorten it in ncdma.conf"}
         qmp_dir = directory / Path(QMP_SOCKET).parent
         qmp_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(qmp_dir, peer_uid, -1)  # QEMU, running as the wrapper's user, creates it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ncdma.kvm import abi
 
@@ -74,3 +75,20 @@ class ProcessMemory:
         written = os.pwrite(self.fd, flags.to_bytes(4, "little"), address + _FLAGS_OFFSET)
         if written != 4:
             raise OSError(f"short write of the flags at {address + _FLAGS_OFFSET:#x}")
+
+
+def blocked_memslot_ioctl(pid: int) -> tuple[int, int, bool] | None:
+    """A thread of ``pid`` waiting in a memslot ioctl: (thread id, struct address, v2).
+
+    Read from /proc/PID/task/TID/syscall ("16 0xFD 0x4020ae46 0xADDRESS ..."): how a new
+    guard finds the argument of a notification its predecessor received but never recorded.
+    """
+    requests = {abi.KVM_SET_USER_MEMORY_REGION: False, abi.KVM_SET_USER_MEMORY_REGION2: True}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "syscall").read_text().split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[0] == "16" and int(fields[2], 16) in requests:
+            return int(task.name), int(fields[3], 16), requests[int(fields[2], 16)]
+    return None

@@ -1,0 +1,111 @@
+"""The guard on this machine's QEMU 7.2 under KVM, attached by the wrapper through the service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ncdma.verdict import Mode
+from tests.guests.build import build_guest, exit_code
+from tests.host.guarded import GuardedHost, guarded_host
+
+ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: unix socket paths must stay under 108 bytes."""
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture
+def host(short_tmp: Path) -> Iterator[GuardedHost]:
+    with guarded_host(short_tmp) as guarded:
+        yield guarded
+
+
+def _guard_pid(host: GuardedHost, domain: str) -> int | None:
+    try:
+        return int((host.settings.domain_dir(domain) / "guard.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_guest_runs_to_completion_through_the_guard(host, tmp_path) -> None:
+    image = build_guest("bartoggle", tmp_path, TOGGLES=50)
+    domain = host.plan(Mode.AUDIT)
+    done = subprocess.run(host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga",
+                                            *ISA_EXIT, "-bios", str(image)),
+                          env=host.env, capture_output=True, timeout=60)
+    assert done.returncode == exit_code("STATUS_TOGGLE_DONE"), done.stderr
+    journal = host.journal(domain)
+    assert journal["mode"] == "audit"
+    # every create of the vram slot went through the guard, and every delete
+    assert journal["counts"]["delete"] >= 50
+    assert "attached, guard" in host.log()
+
+
+def test_the_guard_killed_20_times_during_churn_loses_nothing(host, tmp_path) -> None:
+    image = build_guest("bartoggle", tmp_path, TOGGLES=8000)
+    domain = host.plan(Mode.AUDIT)
+    qemu = subprocess.Popen(host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga",
+                                              *ISA_EXIT, "-bios", str(image)),
+                            env=host.env, stderr=subprocess.PIPE)
+    kills = 0
+    deadline = time.monotonic() + 120
+    while kills < 20 and qemu.poll() is None and time.monotonic() < deadline:
+        pid = _guard_pid(host, domain)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.25)
+    status = qemu.wait(timeout=120)
+    assert kills == 20, f"QEMU finished after {kills} kills: make the churn longer"
+    assert status == exit_code("STATUS_TOGGLE_DONE"), qemu.stderr.read()
+    assert host.log().count("died (status -9): restarting") >= 20
+    assert "after taking over" in host.log()
+
+
+def test_without_the_service_a_required_domain_does_not_start(short_tmp) -> None:
+    host = GuardedHost(short_tmp)  # no service running
+    domain = host.plan(Mode.AUDIT, require=True)
+    done = subprocess.run(host.wrapper_argv(domain, "-m", "128"), env=host.env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "the guard service is not reachable" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_without_the_service_an_unrequired_domain_runs_unguarded(short_tmp, tmp_path) -> None:
+    host = GuardedHost(short_tmp)
+    image = build_guest("bartoggle", tmp_path, TOGGLES=2)
+    domain = host.plan(Mode.AUDIT)
+    done = subprocess.run(host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga",
+                                            *ISA_EXIT, "-bios", str(image)),
+                          env=host.env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == exit_code("STATUS_TOGGLE_DONE")
+    assert "runs unguarded" in done.stderr
+
+
+def test_without_a_plan_qemu_runs_untouched(host, tmp_path) -> None:
+    image = build_guest("bartoggle", tmp_path, TOGGLES=2)
+    unplanned = "0b7e2a4c-1f2d-4d7a-9a51-0c3b6f1e2d44"
+    done = subprocess.run(host.wrapper_argv(unplanned, "-m", "128", "-device", "virtio-vga",
+                                            *ISA_EXIT, "-bios", str(image)),
+                          env=host.env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == exit_code("STATUS_TOGGLE_DONE") and "ncdma" not in done.stderr
+    assert "attached" not in host.log()
+    probe = subprocess.run([host.wrapper_argv(unplanned)[0], "-version"], env=host.env,
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0 and "QEMU emulator version" in probe.stdout
