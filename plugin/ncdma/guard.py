@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import select
@@ -34,26 +35,31 @@ from ncdma.classify import Action, Decision, classify
 from ncdma.errors import NcdmaError
 from ncdma.journal import Journal
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
-from ncdma.layout import Layout
+from ncdma.layout import FlatRange, Layout
 from ncdma.logs import configure_logging
 from ncdma.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.plan import Plan
 from ncdma.settings import Settings, load_settings
-from ncdma.state import GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
+from ncdma.state import FLATVIEW_FILE, GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
 from ncdma.verdict import Mode
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
 _REFRESH_PERIOD_S = 2.0
+_REFRESH_MIN_INTERVAL_S = 0.2
 _LOST_IDS_TRIED = 4
 
 
 class LayoutWatcher(threading.Thread):
-    """Keeps ``layout`` fresh from QEMU's private QMP socket; never blocks the guard."""
+    """Keeps ``layout`` fresh from QEMU's private QMP socket; never blocks the guard.
 
-    def __init__(self, socket_path: Path, log: logging.Logger, timeout: float) -> None:
+    Each refresh also saves QEMU's flat view for `ncdma status` to cross-check the journal.
+    """
+
+    def __init__(self, directory: Path, log: logging.Logger, timeout: float) -> None:
         super().__init__(name="layout", daemon=True)
-        self.socket_path = socket_path
+        self.directory = directory
+        self.socket_path = directory / QMP_SOCKET
         self.log = log
         self.timeout = timeout
         self.layout: Layout | None = None
@@ -63,7 +69,7 @@ class LayoutWatcher(threading.Thread):
         asyncio.run(self._watch())
 
     async def _watch(self) -> None:
-        from ncdma.qmp import connect, discover_layout
+        from ncdma.qmp import connect, discover_layout, flat_view
 
         # qemu.qmp's reader task ends with EOFError when QEMU exits: not worth a traceback.
         asyncio.get_running_loop().set_exception_handler(
@@ -76,13 +82,23 @@ class LayoutWatcher(threading.Thread):
         while True:
             try:
                 self.layout = await discover_layout(client, self.timeout)
+                self._save_flat_view(await flat_view(client, self.timeout))
             except NcdmaError as err:
                 self.log.warning("layout: %s", err)
                 if not self.socket_path.exists():
                     return
+            await asyncio.sleep(_REFRESH_MIN_INTERVAL_S)  # a churning guest: at most so often
             await asyncio.get_running_loop().run_in_executor(
                 None, self.wanted.wait, _REFRESH_PERIOD_S)
             self.wanted.clear()
+
+
+    def _save_flat_view(self, ranges: Sequence[FlatRange]) -> None:
+        temporary = self.directory / f".{FLATVIEW_FILE}.tmp"
+        temporary.write_text(json.dumps([
+            {"start": r.start, "size": r.size, "name": r.name, "kind": r.kind, "kvm": r.kvm}
+            for r in ranges]))
+        os.replace(temporary, self.directory / FLATVIEW_FILE)
 
 
 class Guard:
@@ -145,8 +161,8 @@ class Guard:
         if decision.action is Action.TAG:
             self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
                           "tagged" if flag_set else "would be tagged (audit)", decision.owner)
-        if decision.action is Action.UNTOUCHED and self.watcher is not None:
-            self.watcher.wanted.set()  # a BAR may have moved: refresh for the next one
+        if self.watcher is not None:
+            self.watcher.wanted.set()  # the layout changed (a BAR may have moved): refresh
         self._save()
 
     def _save(self) -> None:
@@ -232,7 +248,7 @@ def run_guard(args: argparse.Namespace, settings: Settings) -> int:
     listener = args.fd if args.fd is not None else seccomp.pidfd_getfd(
         seccomp.pidfd_open(args.pid), args.listener_fd)
     (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
-    watcher = LayoutWatcher(directory / QMP_SOCKET, log, settings.hook_timeout)
+    watcher = LayoutWatcher(directory, log, settings.hook_timeout)
     guard = Guard(listener, args.pid, plan, directory, log, watcher)
     if args.recover:
         guard.journal.load()

@@ -34,6 +34,8 @@ BarKind = Literal["hostmem", "vram", "other"]
 _GPU_DRIVER = re.compile(r"^(virtio|vhost-user)-(vga(-[a-z0-9]+)*|gpu(-[a-z0-9]+)*-pci)$")
 _CHILD = re.compile(r"^child<(.+)>$")
 _UNASSIGNED = (-1, (1 << 64) - 1)
+#: (vendor, device) of every virtio-gpu PCI function: Red Hat, virtio 1.0 device id 16.
+VIRTIO_GPU_PCI_ID = (0x1AF4, 0x1050)
 _RAMBLOCK_ROW = re.compile(
     r"^\s*(?P<name>\S.*?)\s+\d+ [KMGTPE]?i?B\s+0x(?P<offset>[0-9a-f]+)\s+0x(?P<used>[0-9a-f]+)"
     r"\s+0x(?P<total>[0-9a-f]+)(?:\s+0x(?P<hva>[0-9a-f]+))?(?:\s+r[ow])?\s*$")
@@ -95,7 +97,8 @@ class BarWindow:
 
     def __str__(self) -> str:
         bits = ("64-bit" if self.mem64 else "32-bit") + (" prefetchable" if self.prefetch else "")
-        return f"BAR {self.bar} {self.kind} at {_hex(self.address, 'unassigned')} size {self.size:#x} ({bits})"
+        return (f"BAR {self.bar} {self.kind} at {_hex(self.address, 'unassigned')} "
+                f"size {self.size:#x} ({bits})")
 
 
 @dataclass(frozen=True)
@@ -361,14 +364,19 @@ def build_layout(version: tuple[int, int, int], gpus: Iterable[QomGpu],
     BARs classified, vram RAMBlocks found by name, guest RAM = the memory backends'
     RAMBlocks (``memdevs``: ids from query-memdev) and where the flat view maps them.
 
-    :raise ValueError: When no RAMBlock belongs to a memory backend: guest RAM would be
-        unknown, and nothing could be proven not to overlap it.
+    :raise ValueError: When a GPU's address holds another device in query-pci, or no
+        RAMBlock belongs to a memory backend: guest RAM would be unknown, and nothing could
+        be proven not to overlap it.
     """
     functions = {f.dev_path: f for f in pci}
     blocks = {b.name: b for b in ramblocks}
     devices = []
     for gpu in gpus:
         function = functions.get(gpu.pci_address)
+        if function and (function.vendor, function.device) != VIRTIO_GPU_PCI_ID:
+            raise ValueError(f"{gpu.qom_path} ({gpu.driver}) is at {gpu.pci_address} in QOM, "
+                             f"but query-pci has device {function.vendor:04x}:"
+                             f"{function.device:04x} there")
         bars = function.bars if function else ()
         devices.append(GpuDevice(
             qdev_id=gpu.qdev_id, driver=gpu.driver, qom_path=gpu.qom_path,

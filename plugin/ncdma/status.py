@@ -48,19 +48,23 @@ def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
                      "`virsh list` shows what runs")
 
 
+def _kvm_range_name(slot: dict[str, Any], flatview: list[dict[str, Any]]) -> str | None:
+    """The name of the KVM range of the flat view that holds the slot, if any."""
+    start, end = slot["gpa"], slot["gpa"] + slot["size"]
+    for entry in flatview:
+        if entry.get("kvm") and entry["start"] <= start and end <= entry["start"] + entry["size"]:
+            return str(entry["name"])
+    return None
+
+
 def cross_check(journal: dict[str, Any] | None,
                 flatview: list[dict[str, Any]] | None) -> tuple[str, ...]:
     """Journaled slots that QEMU's flat view does not show registered with KVM there."""
     if journal is None or flatview is None:
         return ()
-    kvm_ranges = [(r["start"], r["start"] + r["size"]) for r in flatview if r.get("kvm")]
-    problems = []
-    for slot in journal.get("slots", []):
-        start, end = slot["gpa"], slot["gpa"] + slot["size"]
-        if not any(low <= start and end <= high for low, high in kvm_ranges):
-            problems.append(f"slot {slot['slot']:#x} {start:#x}-{end:#x} is not in QEMU's "
-                            f"flat view")
-    return tuple(problems)
+    return tuple(f"slot {slot['slot']:#x} {slot['gpa']:#x}-{slot['gpa'] + slot['size']:#x} is "
+                 f"not in QEMU's flat view" for slot in journal.get("slots", [])
+                 if _kvm_range_name(slot, flatview) is None)
 
 
 def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
@@ -105,9 +109,12 @@ def status_text(status: DomainStatus) -> str:
     lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} {'flag':<4}  owner")
     for slot in journal.get("slots", []):
         end = slot["gpa"] + slot["size"] - 1
+        region = _kvm_range_name(slot, status.flatview or []) or "?"
+        owner = slot["owner"] if slot["owner"] and slot["owner"] != "system RAM" else \
+            f"{slot['owner'] or 'QEMU region'} {region}"
         lines.append(f"  {slot['slot']:>#6x}  {slot['gpa']:#018x}-{end:#014x} "
                      f"{slot['size']:>#10x}  {slot['action']:<9} "
-                     f"{'set' if slot['flag_set'] else '-':<4}  {slot['owner'] or '-'}")
+                     f"{'set' if slot['flag_set'] else '-':<4}  {owner}")
     if status.flatview is None:
         lines.append("flat view: not read yet (the guard reads it over QMP)")
     elif status.mismatches:

@@ -109,3 +109,35 @@ def test_without_a_plan_qemu_runs_untouched(host, tmp_path) -> None:
     probe = subprocess.run([host.wrapper_argv(unplanned)[0], "-version"], env=host.env,
                            capture_output=True, text=True, timeout=30)
     assert probe.returncode == 0 and "QEMU emulator version" in probe.stdout
+
+
+def test_enforce_on_this_unpatched_kernel_makes_the_tagged_ioctl_fail_with_einval(
+        host, tmp_path) -> None:
+    # Forced past the hook (which plans audit here): proof that the flag reaches the kernel.
+    image = build_guest("bartoggle", tmp_path, TOGGLES=3000)
+    domain = host.plan(Mode.ENFORCE)
+    done = subprocess.run(host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga,id=video0",
+                                            *ISA_EXIT, "-bios", str(image)),
+                          env=host.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != exit_code("STATUS_TOGGLE_DONE")
+    assert "Invalid argument" in done.stderr, done.stderr
+    journal = host.journal(domain)
+    tagged = [slot for slot in journal["slots"] if slot["flag_set"]]
+    assert [(slot["gpa"], slot["size"]) for slot in tagged] == [(0xE0000000, 0x800000)]
+    assert "vram" in tagged[0]["owner"]
+    untouched = [slot for slot in journal["slots"] if not slot["flag_set"]]
+    assert untouched and all(slot["gpa"] + slot["size"] <= 128 << 20 or slot["gpa"] >= 0xFFFC0000
+                             for slot in untouched), "guest RAM and firmware keep their flags"
+
+
+def test_audit_mode_journals_the_vram_slot_as_selected_and_changes_nothing(host, tmp_path) -> None:
+    image = build_guest("bartoggle", tmp_path, TOGGLES=3000)
+    domain = host.plan(Mode.AUDIT)
+    done = subprocess.run(host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga,id=video0",
+                                            *ISA_EXIT, "-bios", str(image)),
+                          env=host.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == exit_code("STATUS_TOGGLE_DONE"), done.stderr
+    journal = host.journal(domain)
+    assert journal["counts"]["tag"] > 0 and "keep" not in journal["counts"]
+    assert all(not slot["flag_set"] for slot in journal["slots"])
+    assert "would be tagged (audit)" in host.log()

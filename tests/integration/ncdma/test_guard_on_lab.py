@@ -1,0 +1,69 @@
+"""The guard through real libvirt on the lab (QEMU 10.0, which reports RAMBlock HVAs)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.integration.ncdma.conftest import OptedIn
+
+
+def _status(opted_in: OptedIn, host: str = "h1") -> dict:
+    done = opted_in.ncdma(host, "status", opted_in.name, "--json")
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def _wait_for(condition, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.3)
+    return condition()
+
+
+def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in: OptedIn) -> None:
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    opted_in.lab.host("h1").virsh("start", opted_in.name)
+
+    def vram_journaled():
+        status = _status(opted_in)
+        slots = (status.get("journal") or {}).get("slots", [])
+        # the guard re-reads the flat view after each slot change: wait until it agrees
+        return status if any(slot["action"] == "tag" for slot in slots) \
+            and status["flatview_checked"] and not status["mismatches"] else None
+
+    status = _wait_for(vram_journaled)
+    assert status, f"no vram slot journaled: {_status(opted_in)}"
+    assert status["plan"]["mode"] == "audit" and status["guard"]["alive"]
+    slots = status["journal"]["slots"]
+    [vram] = [slot for slot in slots if slot["action"] == "tag"]
+    assert vram["size"] == 0x800000 and "vram" in vram["owner"] and not vram["flag_set"]
+    ram = [slot for slot in slots if slot["owner"] == "system RAM"]
+    assert ram and all(slot["action"] == "untouched" for slot in ram)
+    assert status["mismatches"] == []
+    human = opted_in.ncdma("h1", "status", opted_in.name)
+    assert human.returncode == 0 and "guard: alive" in human.stdout
+    assert "every journaled slot matches a KVM range" in human.stdout
+
+
+def test_started_hook_sees_the_guard_and_require_is_satisfied(opted_in: OptedIn) -> None:
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram", "--mode", "audit", "--require", "yes")
+    done = opted_in.lab.host("h1").virsh("start", opted_in.name, check=False)
+    assert done.returncode == 0, done.stderr
+    assert opted_in.state() == "running"
+
+
+def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn) -> None:
+    h1, h2 = opted_in.lab.host("h1"), opted_in.lab.host("h2")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram", "--migration", "skip")
+    h1.virsh("start", opted_in.name)
+    h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system")
+    status = _wait_for(lambda: (s := _status(opted_in, "h2"))["guard"]["alive"] and s)
+    assert status["guard"]["alive"], status
+    assert status["plan"]["mode"] == "audit"
