@@ -60,17 +60,22 @@ def test_the_guard_killed_20_times_during_churn_loses_nothing(host, tmp_path) ->
                                               *ISA_EXIT, "-bios", str(image)),
                             env=host.env, stderr=subprocess.PIPE)
     kills = 0
-    deadline = time.monotonic() + 120
-    while kills < 20 and qemu.poll() is None and time.monotonic() < deadline:
-        pid = _guard_pid(host, domain)
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                kills += 1
-            except ProcessLookupError:
-                pass
-        time.sleep(0.25)
-    status = qemu.wait(timeout=120)
+    try:
+        deadline = time.monotonic() + 120
+        while kills < 20 and qemu.poll() is None and time.monotonic() < deadline:
+            pid = _guard_pid(host, domain)
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.25)
+        status = qemu.wait(timeout=120)
+    finally:
+        if qemu.poll() is None:  # a hung QEMU must not outlive the test
+            qemu.kill()
+            qemu.wait()
     assert kills == 20, f"QEMU finished after {kills} kills: make the churn longer"
     assert status == exit_code("STATUS_TOGGLE_DONE"), qemu.stderr.read()
     assert host.log().count("died (status -9): restarting") >= 20

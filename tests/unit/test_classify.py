@@ -1,0 +1,102 @@
+"""The guard's pure classifier, by example and by property (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from ncdma.classify import Action, classify
+from ncdma.layout import BarWindow, GpuDevice, Layout, RamBlock
+from ncdma.memslot import Memslot
+
+RAM_GPA, RAM_SIZE = 0, 128 << 20
+RAM_HVA = 0x7F00_0000_0000
+VRAM_HVA, VRAM_SIZE = 0x7F10_0000_0000, 8 << 20
+VRAM_GPA, HOSTMEM_GPA, HOSTMEM_SIZE = 0xFC00_0000, 0xF800_0000, 64 << 20
+
+VRAM_BLOCK = RamBlock("0000:00:02.0/vga.vram", 0x8000000, VRAM_SIZE, VRAM_SIZE, VRAM_HVA)
+GPU = GpuDevice("video0", "virtio-vga", "/machine/peripheral/video0", "0000:00:02.0",
+                HOSTMEM_SIZE,
+                (BarWindow(0, VRAM_GPA, VRAM_SIZE, "vram", False, False),
+                 BarWindow(4, HOSTMEM_GPA, HOSTMEM_SIZE, "hostmem", True, True)),
+                VRAM_BLOCK)
+
+
+def layout(hvas: bool = True) -> Layout:
+    """A QEMU 10 layout (host addresses known), or a QEMU 7.2 one (no HVAs)."""
+    ram = RamBlock("pc.ram", 0, RAM_SIZE, RAM_SIZE, RAM_HVA if hvas else None)
+    vram = VRAM_BLOCK if hvas else RamBlock(VRAM_BLOCK.name, VRAM_BLOCK.offset, VRAM_SIZE,
+                                            VRAM_SIZE, None)
+    gpu = GpuDevice(*[getattr(GPU, field) for field in
+                      ("qdev_id", "driver", "qom_path", "pci_address", "hostmem_size", "bars")],
+                    vram)
+    return Layout((10, 0, 0) if hvas else (7, 2, 0), (gpu,), (ram, vram),
+                  ((RAM_HVA, RAM_SIZE),) if hvas else (), ((RAM_GPA, RAM_SIZE),), 0.0)
+
+
+def slot(gpa: int, size: int, hva: int, number: int = 3, flags: int = 1) -> Memslot:
+    return Memslot(number, flags, gpa, size, hva)
+
+
+def test_vram_is_tagged_by_host_address_even_where_the_slot_covers_part_of_the_bar() -> None:
+    decision = classify(slot(0x8400000 + RAM_SIZE, 4 << 20, VRAM_HVA + (4 << 20)), layout(),
+                        {"vram"}, ())
+    assert decision.action is Action.TAG and "vram" in decision.owner
+
+
+def test_vram_window_holding_other_memory_is_left_alone() -> None:
+    decision = classify(slot(VRAM_GPA, VRAM_SIZE, 0x7E00_0000_0000), layout(), {"vram"}, ())
+    assert decision.action is Action.UNTOUCHED
+
+
+def test_without_host_addresses_vram_is_recognised_by_its_window() -> None:
+    assert classify(slot(VRAM_GPA, VRAM_SIZE, 0x1234000), layout(hvas=False), {"vram"},
+                    ()).action is Action.TAG
+
+
+def test_hostmem_blob_inside_the_window_is_tagged_only_when_selected() -> None:
+    blob = slot(HOSTMEM_GPA + (1 << 20), 2 << 20, 0x7E00_0000_0000)
+    assert classify(blob, layout(), {"hostmem"}, ()).action is Action.TAG
+    assert classify(blob, layout(), {"vram"}, ()).action is Action.UNTOUCHED
+
+
+def test_guest_ram_is_never_tagged() -> None:
+    decision = classify(slot(0x100000, 0x7F00000, RAM_HVA + 0x100000), layout(), {"vram"}, ())
+    assert decision.action is Action.UNTOUCHED and decision.owner == "system RAM"
+
+
+def test_unknown_layout_leaves_everything_untouched_but_keeps_tags() -> None:
+    assert classify(slot(VRAM_GPA, VRAM_SIZE, VRAM_HVA), None, {"vram"}, ()).action \
+        is Action.UNTOUCHED
+    assert classify(slot(VRAM_GPA, VRAM_SIZE, VRAM_HVA), None, {"vram"}, {3}).action is Action.KEEP
+
+
+_ADDRESSES = st.one_of(st.integers(0, 1 << 40), st.sampled_from(
+    [0, RAM_GPA, RAM_SIZE - 4096, VRAM_GPA, HOSTMEM_GPA, RAM_HVA, VRAM_HVA, RAM_HVA + 4096]))
+_SIZES = st.one_of(st.just(0), st.integers(1, 1 << 30), st.sampled_from([VRAM_SIZE, 4096]))
+_SLOTS = st.builds(slot, gpa=_ADDRESSES, size=_SIZES, hva=_ADDRESSES,
+                   number=st.integers(0, 40), flags=st.integers(0, 7))
+_BARS = st.sampled_from([{"vram"}, {"hostmem"}, {"vram", "hostmem"}])
+
+
+def _overlaps(start: int, size: int, low: int, length: int) -> bool:
+    return start < low + length and low < start + size
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_SLOTS, st.booleans(), _BARS, st.frozensets(st.integers(0, 40), max_size=5))
+def test_properties(request: Memslot, hvas: bool, bars, tagged) -> None:
+    decision = classify(request, layout(hvas), bars, tagged)
+    if request.size == 0:
+        assert decision.action is Action.DELETE
+    elif request.slot in tagged:
+        assert decision.action is Action.KEEP, "a tagged slot keeps the flag on every re-issue"
+    elif decision.action is Action.TAG:
+        assert not _overlaps(request.gpa, request.size, RAM_GPA, RAM_SIZE), "tagged guest RAM"
+        assert not (hvas and _overlaps(request.hva, request.size, RAM_HVA, RAM_SIZE))
+        in_vram = _overlaps(request.gpa, request.size, VRAM_GPA, VRAM_SIZE) or \
+            (hvas and VRAM_HVA <= request.hva and request.hva + request.size <= VRAM_HVA + VRAM_SIZE)
+        in_hostmem = HOSTMEM_GPA <= request.gpa and \
+            request.gpa + request.size <= HOSTMEM_GPA + HOSTMEM_SIZE
+        assert (in_vram and "vram" in bars) or (in_hostmem and "hostmem" in bars)
+    else:
+        assert decision.action is Action.UNTOUCHED
