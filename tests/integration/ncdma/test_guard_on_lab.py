@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import uuid
 
+from lab.install import FLEET_WRAPPER
 from tests.integration.ncdma.conftest import OptedIn
 
 
@@ -67,3 +70,51 @@ def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn
     status = _wait_for(lambda: (s := _status(opted_in, "h2"))["guard"]["alive"] and s)
     assert status["guard"]["alive"], status
     assert status["plan"]["mode"] == "audit"
+
+
+def test_qemu_running_as_an_unprivileged_user_is_guarded_by_the_root_service(installed) -> None:
+    """libvirt usually runs QEMU as libvirt-qemu without capabilities: the wrapper hands its
+    listener to the root service, whose guard reads and writes QEMU's memory."""
+    h1 = installed["h1"]
+    domain = str(uuid.uuid4())
+    h1.run(["/opt/ncdma/bin/python3", "-c",
+            "from ncdma.plan import Plan; from ncdma.policy import PolicyMode; "
+            "from ncdma.verdict import Mode; from ncdma.settings import load_settings; "
+            "from ncdma.state import write_plan; "
+            f"write_plan(load_settings(), Plan('unprivileged', '{domain}', PolicyMode.AUDIT, "
+            "Mode.AUDIT, True, ('vram',), 'refuse', 8, '/usr/bin/qemu-system-x86_64', "
+            "('video0',), ()))"], check=True)
+    # /dev/kvm is root's on these machines: a private copy of the node for the QEMU user
+    # (on a filesystem that allows device nodes; the host's /tmp is nodev),
+    # bound over /dev/kvm in a mount namespace of its own.
+    script = (f"mknod /var/tmp/kvm-{domain[:8]} c 10 232 && "
+              f"chown libvirt-qemu:kvm /var/tmp/kvm-{domain[:8]} && "
+              f"mount --bind /var/tmp/kvm-{domain[:8]} /dev/kvm && "
+              "exec setpriv --reuid=libvirt-qemu --regid=kvm --clear-groups --inh-caps=-all "
+              f"--bounding-set=-all {FLEET_WRAPPER} -uuid {domain} -machine pc,accel=kvm -m 128 "
+              "-display none -nodefaults -device virtio-vga,id=video0")
+    runner = subprocess.Popen(h1.nsenter_argv(["unshare", "-m", "--propagation", "private",
+                                               "sh", "-c", script]),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        def vram_journaled():
+            done = h1.run(["/opt/ncdma/bin/ncdma", "status", domain, "--json"])
+            if done.returncode not in (0, 1) or not done.stdout:
+                return None
+            status = json.loads(done.stdout)
+            slots = (status.get("journal") or {}).get("slots", [])
+            return status if any(slot["action"] == "tag" for slot in slots) else None
+
+        status = _wait_for(vram_journaled)
+        assert status, runner.poll() is None or runner.stderr.read()
+        assert status["guard"]["alive"]
+        qemu = h1.run(["pgrep", "-f", f"qemu-system-x86_64 -uuid {domain}"]).stdout.split()
+        assert qemu, "QEMU is running"
+        owner = h1.run(["stat", "-c", "%U", f"/proc/{qemu[0]}"]).stdout.strip()
+        assert owner == "libvirt-qemu"
+        capabilities = h1.run(["grep", "CapEff", f"/proc/{qemu[0]}/status"]).stdout
+        assert capabilities.split()[-1] == "0000000000000000"
+    finally:
+        h1.run(["pkill", "-f", f"qemu-system-x86_64 -uuid {domain}"])
+        runner.wait(timeout=30)
+        h1.run(["rm", "-rf", f"/run/ncdma/domains/{domain}", f"/var/tmp/kvm-{domain[:8]}"])

@@ -1,0 +1,120 @@
+"""Benchmark of the memslot guard on this machine's QEMU under KVM, against plain QEMU.
+
+Targets (issue 4):
+- exit path: port-I/O exits per second with the wrapper vs plain QEMU, loss <= 1%
+  (per-exit cost from the slope between two loop counts, so start-up cancels out);
+- decision latency in the guard (receive to answer) over >= 1000 slot creates/deletes:
+  p50 and p99, p99 <= 200 us;
+- QEMU start to QMP-ready, wrapper vs plain: <= 100 ms added.
+Run (as root): .venv/bin/python -m bench.guard
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ncdma.verdict import Mode
+from tests.guests.build import build_guest
+from tests.host.guarded import QEMU, GuardedHost, guarded_host
+
+GUEST = ("-m", "128", "-device", "isa-debug-exit,iobase=0x501,iosize=2")
+PLAIN = (QEMU, "-machine", "pc,accel=kvm", "-display", "none", "-nodefaults")
+SMALL, LARGE = 20_000, 120_000
+
+
+def wall(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
+    began = time.perf_counter()
+    subprocess.run(list(argv), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False)
+    return time.perf_counter() - began
+
+
+def per_exit_us(host: GuardedHost, images: dict[int, Path], wrapped: bool, runs: int) -> float:
+    """Cost of one port-I/O exit, from the median run times of two loop counts."""
+    medians = {}
+    for count, image in images.items():
+        times = []
+        for _ in range(runs):
+            args = (*GUEST, "-bios", str(image))
+            argv = host.wrapper_argv(host.plan(Mode.AUDIT), *args) if wrapped else [*PLAIN, *args]
+            times.append(wall(argv, host.env))
+        medians[count] = statistics.median(times)
+    return (medians[LARGE] - medians[SMALL]) / (LARGE - SMALL) * 1e6
+
+
+def qmp_ready_ms(host: GuardedHost, wrapped: bool, scratch: Path) -> float:
+    """Spawn to QMP greeting, paused QEMU (-S) as libvirt starts it."""
+    path = scratch / "q.sock"
+    path.unlink(missing_ok=True)
+    args = ("-S", "-m", "128", "-device", "virtio-vga", "-qmp", f"unix:{path},server=on,wait=off")
+    argv = host.wrapper_argv(host.plan(Mode.AUDIT), *args) if wrapped else [*PLAIN, *args]
+    began = time.perf_counter()
+    qemu = subprocess.Popen(argv, env=host.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while qemu.poll() is None:
+            try:
+                with socket.socket(socket.AF_UNIX) as client:
+                    client.connect(str(path))
+                    if client.recv(1):
+                        return (time.perf_counter() - began) * 1000
+            except OSError:
+                time.sleep(0.001)
+        raise RuntimeError(f"QEMU exited with {qemu.returncode} before QMP was ready: {argv}")
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
+def decision_latency(host: GuardedHost, scratch: Path, toggles: int) -> tuple[int, int, int]:
+    """p50, p99 (us) and count of the guard's decisions during BAR toggling in audit mode."""
+    image = build_guest("bartoggle", scratch, TOGGLES=toggles)
+    domain = host.plan(Mode.AUDIT)
+    subprocess.run(host.wrapper_argv(domain, *GUEST, "-device", "virtio-vga", "-bios", str(image)),
+                   env=host.env, capture_output=True, check=False)
+    counts = host.journal(domain)["counts"]
+    decided = sum(value for key, value in counts.items() if not key.startswith("latency"))
+    return counts["latency_p50_us"], counts["latency_p99_us"], decided
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    runs = parser.parse_args().runs
+    with tempfile.TemporaryDirectory(prefix="b", dir="/tmp") as directory, \
+            guarded_host(Path(directory)) as host:
+        scratch = Path(directory)
+        images = {count: build_guest("portio", scratch, COUNT=count) for count in (SMALL, LARGE)}
+        plain_exit = per_exit_us(host, images, False, runs)
+        wrapped_exit = per_exit_us(host, images, True, runs)
+        plain_ready = statistics.median(qmp_ready_ms(host, False, scratch) for _ in range(runs * 2))
+        wrapped_ready = statistics.median(qmp_ready_ms(host, True, scratch) for _ in range(runs * 2))
+        p50, p99, decided = decision_latency(host, scratch, 1000)
+    loss = (wrapped_exit / plain_exit - 1) * 100
+    added = wrapped_ready - plain_ready
+    rows = [
+        (f"port-I/O exit, plain QEMU (baseline)", f"{plain_exit:7.2f} us/exit"),
+        (f"port-I/O exit, wrapped and guarded", f"{wrapped_exit:7.2f} us/exit  loss {loss:+.2f}% "
+         f"(target <= 1%: {'met' if loss <= 1 else 'MISSED'})"),
+        ("spawn to QMP ready, plain QEMU (baseline)", f"{plain_ready:7.1f} ms"),
+        ("spawn to QMP ready, wrapped and guarded", f"{wrapped_ready:7.1f} ms  added {added:+.1f} ms "
+         f"(target <= 100 ms: {'met' if added <= 100 else 'MISSED'})"),
+        (f"guard decision latency over {decided} decisions", f"p50 {p50} us, p99 {p99} us "
+         f"(target p99 <= 200 us: {'met' if p99 <= 200 else 'MISSED'})"),
+    ]
+    print(f"guard benchmark, medians of {runs} runs (QMP ready: {runs * 2})")
+    for name, value in rows:
+        print(f"  {name:<46} {value}")
+    return 0 if loss <= 1 and added <= 100 and p99 <= 200 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
