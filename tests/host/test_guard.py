@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -146,3 +147,46 @@ def test_audit_mode_journals_the_vram_slot_as_selected_and_changes_nothing(host,
     assert journal["counts"]["tag"] > 0 and "keep" not in journal["counts"]
     assert all(not slot["flag_set"] for slot in journal["slots"])
     assert "would be tagged (audit)" in host.log()
+
+
+def test_a_hostile_guest_putting_vram_over_its_ram_gets_nothing_tagged(host, tmp_path) -> None:
+    # Enforce mode on this unpatched kernel: a wrongly tagged slot would make QEMU fail.
+    image = build_guest("hostile", tmp_path, STAY=1)
+    domain = host.plan(Mode.ENFORCE)
+    qemu = subprocess.Popen(host.wrapper_argv(domain, "-m", "128", "-device",
+                                              "virtio-vga,id=video0", *ISA_EXIT,
+                                              "-bios", str(image)),
+                            env=host.env, stderr=subprocess.PIPE)
+    try:
+        time.sleep(4)  # the guest has placed the BAR and halts; the guard has read the layout
+        assert qemu.poll() is None, qemu.stderr.read()
+        journal = host.journal(domain)
+        assert not [slot for slot in journal["slots"] if slot["flag_set"]]
+        assert not [slot for slot in journal["slots"] if slot["size"] == 0x800000]
+    finally:
+        qemu.kill()
+        qemu.wait()
+
+
+def test_status_shows_the_slots_table_against_the_flat_view(host, tmp_path) -> None:
+    domain = host.plan(Mode.AUDIT)
+    qemu = subprocess.Popen(host.wrapper_argv(domain, "-m", "128", "-device",
+                                              "virtio-vga,id=video0"),
+                            env=host.env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done = subprocess.run([sys.executable, "-m", "ncdma", "status", domain], env=host.env,
+                                  capture_output=True, text=True, timeout=30)
+            if "every journaled slot matches" in done.stdout:
+                break
+            time.sleep(0.5)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "guard: alive" in done.stdout and "pc.ram" in done.stdout
+        assert "mode: audit" in done.stdout
+    finally:
+        qemu.kill()
+        qemu.wait()
+    gone = subprocess.run([sys.executable, "-m", "ncdma", "status", "no-such-vm"], env=host.env,
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 1 and "no domain 'no-such-vm' is running with ncdma" in gone.stderr

@@ -53,6 +53,29 @@ def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in
     assert "every journaled slot matches a KVM range" in human.stdout
 
 
+def test_system_reset_recreates_the_slots_and_the_journal_follows(opted_in: OptedIn) -> None:
+    h1 = opted_in.lab.host("h1")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    h1.virsh("start", opted_in.name)
+    first = _wait_for(lambda: (s := _status(opted_in))["journal"] and
+                      s["journal"]["counts"].get("tag") and not s["mismatches"] and s)
+    assert first, _status(opted_in)
+    h1.virsh("reset", opted_in.name)
+
+    def settled_after_reset():
+        status = _status(opted_in)
+        counts = status["journal"]["counts"]
+        return status if counts.get("tag", 0) > first["journal"]["counts"]["tag"] \
+            and counts["delete"] > first["journal"]["counts"]["delete"] \
+            and status["flatview_checked"] and not status["mismatches"] else None
+
+    status = _wait_for(settled_after_reset)
+    assert status, _status(opted_in)
+    assert [slot["size"] for slot in status["journal"]["slots"] if slot["action"] == "tag"] \
+        == [0x800000]
+
+
 def test_started_hook_sees_the_guard_and_require_is_satisfied(opted_in: OptedIn) -> None:
     opted_in.define()
     opted_in.enable("h1", "--bars", "vram", "--mode", "audit", "--require", "yes")
