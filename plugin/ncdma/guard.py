@@ -76,7 +76,8 @@ class LayoutWatcher(threading.Thread):
             lambda _loop, context: self.log.debug("layout: %s", context.get("message")))
         try:
             client = await connect(str(self.socket_path), self.timeout)
-        except NcdmaError as err:
+            os.chmod(self.socket_path, 0o600)  # QEMU made it with its umask: root and QEMU only
+        except (NcdmaError, OSError) as err:
             self.log.error("layout: %s: slots stay untouched", err)
             return
         while True:

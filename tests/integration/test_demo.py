@@ -18,5 +18,7 @@ def test_demo_runs_the_main_job(lab) -> None:
     assert "BAR 4:  65536 KiB  64-bit prefetchable memory" in out
     assert "BAR 0:   8192 KiB" in out
     assert "h1: mode audit (requested enforce), devices video0" in out
+    assert "guard: alive" in out and "video0 vram (0000:00:02.0/vga.vram)" in out
+    assert "every journaled slot matches a KVM range in QEMU's flat view" in out
     assert "h1 -> h2:" in out and "now running on h2" in out and "now running on h1" in out
     assert lab.is_up(), "the demo leaves a lab it found up as it was"

@@ -38,12 +38,7 @@ class UserspaceMemoryRegion(ctypes.Structure):
 class UserspaceMemoryRegion2(ctypes.Structure):
     """``struct kvm_userspace_memory_region2`` (Linux 6.8+): the v1 fields plus guest_memfd."""
 
-    _fields_ = [
-        ("slot", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("guest_phys_addr", ctypes.c_uint64),
-        ("memory_size", ctypes.c_uint64),
-        ("userspace_addr", ctypes.c_uint64),
+    _fields_ = UserspaceMemoryRegion._fields_ + [
         ("guest_memfd_offset", ctypes.c_uint64),
         ("guest_memfd", ctypes.c_uint32),
         ("pad1", ctypes.c_uint32),

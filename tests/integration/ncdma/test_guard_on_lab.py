@@ -51,6 +51,12 @@ def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in
     human = opted_in.ncdma("h1", "status", opted_in.name)
     assert human.returncode == 0 and "guard: alive" in human.stdout
     assert "every journaled slot matches a KVM range" in human.stdout
+    # QEMU's own seccomp sandbox, which libvirt asks for, runs stacked on ncdma's filter
+    cmdline = (opted_in.lab.host("h1").root_path / f"proc/{opted_in.qemu_pid()}/cmdline")
+    arguments = cmdline.read_bytes().split(b"\0")
+    assert b"-sandbox" in arguments and arguments[arguments.index(b"-sandbox") + 1].startswith(b"on")
+    socket = opted_in.lab.host("h1").root_path / f"run/ncdma/domains/{opted_in.uuid}/qmp/qmp.sock"
+    assert socket.stat().st_mode & 0o777 == 0o600
 
 
 def test_system_reset_recreates_the_slots_and_the_journal_follows(opted_in: OptedIn) -> None:
