@@ -101,8 +101,8 @@ def main() -> int:
     loss = (wrapped_exit / plain_exit - 1) * 100
     added = wrapped_ready - plain_ready
     rows = [
-        (f"port-I/O exit, plain QEMU (baseline)", f"{plain_exit:7.2f} us/exit"),
-        (f"port-I/O exit, wrapped and guarded", f"{wrapped_exit:7.2f} us/exit  loss {loss:+.2f}% "
+        ("port-I/O exit, plain QEMU (baseline)", f"{plain_exit:7.2f} us/exit"),
+        ("port-I/O exit, wrapped and guarded", f"{wrapped_exit:7.2f} us/exit  loss {loss:+.2f}% "
          f"(target <= 1%: {'met' if loss <= 1 else 'MISSED'})"),
         ("spawn to QMP ready, plain QEMU (baseline)", f"{plain_ready:7.1f} ms"),
         ("spawn to QMP ready, wrapped and guarded", f"{wrapped_ready:7.1f} ms  added {added:+.1f} ms "

@@ -31,7 +31,7 @@ def _open_error(path: str, err: OSError) -> KvmError:
             "run as root, as ncdma's hook and guard do, or join the group that owns it",
             err.errno,
         )
-    return KvmError(f"cannot open {path}: {err.strerror}", "check the KVM module", err.errno)
+    return KvmError(f"cannot open {path}: {err.strerror}", "check the KVM module", err.errno or errno.EIO)
 
 
 class VmFd:
