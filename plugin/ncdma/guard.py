@@ -10,13 +10,11 @@ notification loop only reads the latest snapshot. The guard exits when QEMU exit
 guard started with ``--recover`` takes the listener back from QEMU (pidfd_getfd),
 rebuilds its table from the journal and answers a notification its predecessor left.
 
-Run by the guard service: ``python -m ncdma.guard --uuid U --pid P --listener-fd N``.
+Run by the guard service, in a process it forks per domain (:func:`run_guard`).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import logging
 import os
@@ -28,6 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ncdma import seccomp
@@ -39,13 +38,13 @@ from ncdma.layout import FlatRange, Layout
 from ncdma.logs import configure_logging
 from ncdma.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.plan import Plan
-from ncdma.settings import Settings, load_settings
+from ncdma.settings import Settings
 from ncdma.state import FLATVIEW_FILE, GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
 from ncdma.verdict import Mode
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
-_REFRESH_PERIOD_S = 2.0
+_REFRESH_PERIOD_S = 10.0  # slot changes trigger refreshes; this only catches the rest
 _REFRESH_MIN_INTERVAL_S = 0.2
 _LOST_IDS_TRIED = 4
 
@@ -66,9 +65,14 @@ class LayoutWatcher(threading.Thread):
         self.wanted = threading.Event()
 
     def run(self) -> None:
+        # Imported here, in the thread: the guard answers QEMU's first ioctls without them.
+        import asyncio
+
         asyncio.run(self._watch())
 
     async def _watch(self) -> None:
+        import asyncio
+
         from ncdma.qmp import connect, discover_layout, flat_view
 
         # qemu.qmp's reader task ends with EOFError when QEMU exits: not worth a traceback.
@@ -226,56 +230,58 @@ class Guard:
                     self.handle(note, time.perf_counter())
 
 
-def _arguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ncdma.guard", description=__doc__)
-    parser.add_argument("--uuid", required=True)
-    parser.add_argument("--pid", type=int, required=True, help="QEMU's pid")
-    parser.add_argument("--listener-fd", type=int, required=True,
-                        help="the listener's fd number inside QEMU")
-    parser.add_argument("--fd", type=int, help="the listener, inherited; absent: --recover")
-    parser.add_argument("--recover", action="store_true",
-                        help="take the listener back from QEMU and carry on")
-    return parser.parse_args(argv)
+@dataclass(frozen=True)
+class GuardTask:
+    """What one guard serves: the domain, its QEMU, and where the listener comes from.
+
+    ``listener`` is the inherited fd, or None to take it back from QEMU (``listener_in_qemu``
+    is its number there) after a predecessor died.
+    """
+
+    uuid: str
+    qemu_pid: int
+    listener_in_qemu: int
+    listener: int | None
+
+    @property
+    def recovering(self) -> bool:
+        """A predecessor died: take the listener back and finish what it left."""
+        return self.listener is None
 
 
-def run_guard(args: argparse.Namespace, settings: Settings) -> int:
-    """Set up and run one guard; 0 when QEMU exited, 1 when the guard could not run."""
-    log = configure_logging(settings, "guard")
-    directory = settings.domain_dir(args.uuid)
-    plan = read_plan(settings, args.uuid)
+def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
+    directory = settings.domain_dir(task.uuid)
+    plan = read_plan(settings, task.uuid)
     if plan is None:
-        log.error("guard: no plan for domain %s: nothing to guard", args.uuid)
+        log.error("guard: no plan for domain %s: nothing to guard", task.uuid)
         return 1
-    listener = args.fd if args.fd is not None else seccomp.pidfd_getfd(
-        seccomp.pidfd_open(args.pid), args.listener_fd)
+    listener = task.listener if task.listener is not None else seccomp.pidfd_getfd(
+        seccomp.pidfd_open(task.qemu_pid), task.listener_in_qemu)
     (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
     watcher = LayoutWatcher(directory, log, settings.hook_timeout)
-    guard = Guard(listener, args.pid, plan, directory, log, watcher)
-    if args.recover:
+    guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher)
+    if task.recovering:
         guard.journal.load()
         guard.resume_pending()
     watcher.start()
     log.info("guard %s: serving QEMU %d in %s mode (flag %#x, bars %s)%s", plan.domain,
-             args.pid, plan.mode.value, plan.flag, ",".join(plan.bars),
-             " after taking over" if args.recover else "")
+             task.qemu_pid, plan.mode.value, plan.flag, ",".join(plan.bars),
+             " after taking over" if task.recovering else "")
     guard.serve()
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of one guard process: 0 when QEMU exited, 1 when the guard failed."""
+def run_guard(task: GuardTask, settings: Settings) -> int:
+    """Run one guard until its QEMU exits: 0 then (or if QEMU is already gone), 1 on failure.
+
+    Called in a process of its own (the guard service forks one per domain).
+    """
     sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
-    args = _arguments(sys.argv[1:] if argv is None else argv)
-    settings = load_settings()
+    log = configure_logging(settings, "guard")
     try:
-        return run_guard(args, settings)
+        return _serve(task, settings, log)
     except NcdmaError as err:
-        gone = not os.path.exists(f"/proc/{args.pid}")
-        configure_logging(settings, "guard").log(
-            logging.INFO if gone else logging.ERROR, "guard %s: %s%s", args.uuid, err,
-            " (QEMU is gone)" if gone else "")
+        gone = not os.path.exists(f"/proc/{task.qemu_pid}")
+        log.log(logging.INFO if gone else logging.ERROR, "guard %s: %s%s", task.uuid, err,
+                " (QEMU is gone)" if gone else "")
         return 0 if gone else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,13 +21,13 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ncdma.guard import GuardTask, run_guard
 from ncdma.logs import configure_logging
 from ncdma.settings import Settings
 from ncdma.state import QMP_SOCKET, read_plan
@@ -39,20 +39,11 @@ _MAX_UNIX_PATH = 108  # sun_path, with its terminating NUL
 
 @dataclass
 class Attachment:
-    """One guarded QEMU: its guard process and how to restart it."""
+    """One guarded QEMU: the pid of its guard process, and how often it was restarted."""
 
-    uuid: str
-    qemu_pid: int
-    listener_fd_in_qemu: int
-    guard: subprocess.Popen[bytes]
+    task: GuardTask
+    guard_pid: int
     restarts: int = 0
-
-
-def _guard_argv(attachment: Attachment, recover: bool, fd: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "ncdma.guard", "--uuid", attachment.uuid,
-            "--pid", str(attachment.qemu_pid),
-            "--listener-fd", str(attachment.listener_fd_in_qemu)]
-    return argv + (["--recover"] if recover else ["--fd", str(fd)])
 
 
 class GuardService:
@@ -63,6 +54,12 @@ class GuardService:
         self.log = log
         self.attachments: dict[str, Attachment] = {}
         self.lock = threading.Lock()
+        self.server: socket.socket | None = None
+
+    def server_close(self) -> None:
+        """Close the listening socket (in a forked guard, which must not hold it)."""
+        if self.server is not None:
+            self.server.close()
 
     def attach(self, request: dict[str, Any], listener: int, peer_uid: int) -> dict[str, Any]:
         """Start the guard of one QEMU; the answer for the wrapper."""
@@ -79,24 +76,37 @@ class GuardService:
         qmp_dir = directory / Path(QMP_SOCKET).parent
         qmp_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(qmp_dir, peer_uid, -1)  # QEMU, running as the wrapper's user, creates it
-        attachment = Attachment(uuid, pid, int(request.get("listener_fd", -1)), None)  # type: ignore[arg-type]
-        attachment.guard = subprocess.Popen(_guard_argv(attachment, False, listener),
-                                            pass_fds=[listener], start_new_session=True,
-                                            stdin=subprocess.DEVNULL)
+        task = GuardTask(uuid, pid, int(request.get("listener_fd", -1)), listener)
+        attachment = Attachment(task, self.fork_guard(task))
         with self.lock:
             self.attachments[uuid] = attachment
         self.log.info("guardd: %s (QEMU %d) attached, guard %d", plan.domain, pid,
-                      attachment.guard.pid)
+                      attachment.guard_pid)
         return {"ok": True, "qmp_socket": str(directory / QMP_SOCKET)}
+
+    def fork_guard(self, task: GuardTask) -> int:
+        """A guard process for ``task``, forked from this warm process (no start-up cost:
+        QEMU waits in its first memslot ioctl until the guard answers)."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setsid()
+                self.server_close()
+                code = run_guard(task, self.settings)
+            finally:
+                os._exit(code)
+        return pid
 
     def reap(self) -> None:
         """Restart guards that died while their QEMU lives; forget finished ones."""
         with self.lock:
             for uuid, attachment in list(self.attachments.items()):
-                status = attachment.guard.poll()
-                if status is None:
+                waited, raw = os.waitpid(attachment.guard_pid, os.WNOHANG)
+                if waited == 0:
                     continue
-                qemu_alive = _alive(attachment.qemu_pid)
+                status = os.waitstatus_to_exitcode(raw)
+                qemu_alive = _alive(attachment.task.qemu_pid)
                 if status == 0 or not qemu_alive or attachment.restarts >= _RESTARTS_PER_DOMAIN:
                     if qemu_alive and status != 0:
                         self.log.error("guardd: guard of %s keeps dying: given up", uuid)
@@ -105,9 +115,9 @@ class GuardService:
                 attachment.restarts += 1
                 self.log.warning("guardd: guard of %s died (status %s): restarting (%d)",
                                  uuid, status, attachment.restarts)
-                attachment.guard = subprocess.Popen(_guard_argv(attachment, True, None),
-                                                    start_new_session=True,
-                                                    stdin=subprocess.DEVNULL)
+                recovery = GuardTask(uuid, attachment.task.qemu_pid,
+                                     attachment.task.listener_in_qemu, None)
+                attachment.guard_pid = self.fork_guard(recovery)
 
     def handle_connection(self, connection: socket.socket) -> None:
         """One wrapper's request: read it, answer it, close."""
@@ -139,7 +149,7 @@ class GuardService:
         path = self.settings.guard_socket
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server = self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(path))
         os.chmod(path, 0o666)  # QEMU's user connects; the plan check authorizes
         server.listen(64)

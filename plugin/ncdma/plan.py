@@ -8,12 +8,14 @@ a :class:`Refusal` (one line for libvirt's error), or None (nothing to do). No I
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ncdma.domain import Domain, GpuDevice
 from ncdma.policy import Bar, Policy, PolicyMode
 from ncdma.settings import Settings
 from ncdma.verdict import Mode, Verdict
+
+if TYPE_CHECKING:  # the wrapper reads plans: it must not pay for lxml
+    from ncdma.domain import Domain, GpuDevice
 
 PLAN_SCHEMA_VERSION = 1
 

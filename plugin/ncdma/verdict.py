@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ncdma.host import HostReport
+if TYPE_CHECKING:  # plans name modes without probing anything
+    from ncdma.host import HostReport
 
 
 class Mode(str, enum.Enum):

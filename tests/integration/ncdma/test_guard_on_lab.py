@@ -101,18 +101,42 @@ def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn
     assert status["plan"]["mode"] == "audit"
 
 
+def _write_plan(host, domain: str, mode: str, name: str) -> None:
+    """The plan the prepare hook would write, written by hand (forcing a mode past the hook)."""
+    host.run(["/opt/ncdma/bin/python3", "-c",
+              "from ncdma.plan import Plan; from ncdma.policy import PolicyMode; "
+              "from ncdma.verdict import Mode; from ncdma.settings import load_settings; "
+              "from ncdma.state import write_plan; "
+              f"write_plan(load_settings(), Plan('{name}', '{domain}', PolicyMode.ENFORCE, "
+              f"Mode('{mode}'), False, ('vram',), 'refuse', 8, '/usr/bin/qemu-system-x86_64', "
+              "('video0',), ()))"], check=True)
+
+
+def test_enforce_forced_on_this_kernel_fails_the_vram_ioctl_with_einval_on_qemu_10(
+        installed) -> None:
+    h1 = installed["h1"]
+    domain = str(uuid.uuid4())
+    _write_plan(h1, domain, "enforce", "forced-enforce")
+    try:
+        done = h1.run([FLEET_WRAPPER, "-uuid", domain, "-machine", "pc,accel=kvm", "-m", "128",
+                       "-display", "none", "-nodefaults", "-device", "virtio-vga,id=video0"],
+                      timeout=60)
+        assert done.returncode != 0 and "Invalid argument" in done.stderr, done.stderr
+        journal = json.loads((h1.root_path / f"run/ncdma/domains/{domain}/slots.json").read_text())
+        [tagged] = [slot for slot in journal["slots"] if slot["flag_set"]]
+        assert tagged["size"] == 0x800000 and "vga.vram" in tagged["owner"]
+        # recognised by host address at its very first creation (QEMU >= 8.0)
+        assert journal["counts"]["tag"] == 1
+    finally:
+        h1.run(["rm", "-rf", f"/run/ncdma/domains/{domain}"])
+
+
 def test_qemu_running_as_an_unprivileged_user_is_guarded_by_the_root_service(installed) -> None:
     """libvirt usually runs QEMU as libvirt-qemu without capabilities: the wrapper hands its
     listener to the root service, whose guard reads and writes QEMU's memory."""
     h1 = installed["h1"]
     domain = str(uuid.uuid4())
-    h1.run(["/opt/ncdma/bin/python3", "-c",
-            "from ncdma.plan import Plan; from ncdma.policy import PolicyMode; "
-            "from ncdma.verdict import Mode; from ncdma.settings import load_settings; "
-            "from ncdma.state import write_plan; "
-            f"write_plan(load_settings(), Plan('unprivileged', '{domain}', PolicyMode.AUDIT, "
-            "Mode.AUDIT, True, ('vram',), 'refuse', 8, '/usr/bin/qemu-system-x86_64', "
-            "('video0',), ()))"], check=True)
+    _write_plan(h1, domain, "audit", "unprivileged")
     # /dev/kvm is root's on these machines: a private copy of the node for the QEMU user
     # (on a filesystem that allows device nodes; the host's /tmp is nodev),
     # bound over /dev/kvm in a mount namespace of its own.
