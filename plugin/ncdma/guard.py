@@ -44,6 +44,7 @@ from ncdma.verdict import Mode
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
+_LATENCY_SUMMARY_PERIOD_S = 0.5
 _REFRESH_PERIOD_S = 10.0  # slot changes trigger refreshes; this only catches the rest
 _REFRESH_MIN_INTERVAL_S = 0.2
 _LOST_IDS_TRIED = 4
@@ -123,6 +124,7 @@ class Guard:
         self.pending = os.open(directory / PENDING_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                0o600)
         self.latencies_us: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self.latency_summarised = 0.0
 
     def _memory(self) -> ProcessMemory:
         # Opened at the first notification: QEMU has exec'd by then (before, the pid's
@@ -170,19 +172,21 @@ class Guard:
             self.watcher.wanted.set()  # the layout changed (a BAR may have moved): refresh
         self._save()
 
-    def _save(self) -> None:
-        document_latency = self.latency_summary()
-        self.journal.counts["latency_p50_us"] = document_latency[0]
-        self.journal.counts["latency_p99_us"] = document_latency[1]
+    def _save(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.latency_summarised > _LATENCY_SUMMARY_PERIOD_S:
+            self.journal.latency_us = self.latency_summary()
+            self.latency_summarised = now
         self.journal.save()
 
-    def latency_summary(self) -> tuple[int, int]:
-        """p50 and p99 of the decision latency (receive to answer), microseconds."""
-        if len(self.latencies_us) < 2:
-            value = int(self.latencies_us[0]) if self.latencies_us else 0
-            return value, value
-        cuts = statistics.quantiles(self.latencies_us, n=100)
-        return int(cuts[49]), int(cuts[98])
+    def latency_summary(self) -> dict[str, int]:
+        """p50 and p99 of the recent decision latencies (receive to answer), microseconds."""
+        samples = list(self.latencies_us)
+        if len(samples) < 2:
+            return {"p50": int(samples[0]), "p99": int(samples[0]), "samples": 1} \
+                if samples else {}
+        cuts = statistics.quantiles(samples, n=100)
+        return {"p50": int(cuts[49]), "p99": int(cuts[98]), "samples": len(samples)}
 
     def resume_pending(self) -> None:
         """Answer what a dead predecessor left unanswered.
@@ -222,8 +226,10 @@ class Guard:
         while True:
             for fd, events in poller.poll():
                 if fd == qemu or events & (select.POLLHUP | select.POLLERR):
-                    self.log.info("guard %s: QEMU exited; %s", self.plan.domain,
-                                  dict(self.journal.counts))
+                    self._save(final=True)
+                    self.log.info("guard %s: QEMU exited; decisions %s, latency %s",
+                                  self.plan.domain, dict(self.journal.counts),
+                                  self.journal.latency_us)
                     return
                 note = seccomp.receive(self.listener)
                 if note is not None:

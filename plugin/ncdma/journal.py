@@ -47,6 +47,7 @@ class Journal:
         self.slots: dict[int, SlotRecord] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.latency_us: dict[str, int] = {}
 
     @property
     def tagged(self) -> frozenset[int]:
@@ -70,7 +71,7 @@ class Journal:
     def to_json(self) -> dict[str, Any]:
         """The document written to slots.json."""
         return {"schema_version": JOURNAL_SCHEMA_VERSION, "mode": self.mode, "flag": self.flag,
-                "counts": dict(self.counts),
+                "counts": dict(self.counts), "latency_us": self.latency_us,
                 "slots": [asdict(record) for _, record in sorted(self.slots.items())],
                 "events": list(self.events)}
 

@@ -100,12 +100,11 @@ def status_text(status: DomainStatus) -> str:
     guard = "alive" if status.guard_alive else "NOT running"
     lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))
     journal = status.journal or {}
-    counts = journal.get("counts", {})
+    counts, latency = journal.get("counts", {}), journal.get("latency_us", {})
     if counts:
         lines.append(f"  decisions {counts.get('tag', 0)} tag, {counts.get('keep', 0)} keep, "
                      f"{counts.get('untouched', 0)} untouched, {counts.get('delete', 0)} delete;"
-                     f" latency p50 {counts.get('latency_p50_us', 0)} us, "
-                     f"p99 {counts.get('latency_p99_us', 0)} us")
+                     f" latency p50 {latency.get('p50', '?')} us, p99 {latency.get('p99', '?')} us")
     lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} {'flag':<4}  owner")
     for slot in journal.get("slots", []):
         end = slot["gpa"] + slot["size"] - 1
