@@ -24,6 +24,8 @@ from ncdma.errors import NcdmaError
 from ncdma.policy import NAMESPACE
 
 NEVER_FAIL = frozenset({"reconnect", "stopped", "release"})
+# Operations ncdma acts on; any other (start, future ones) passes at once.
+HANDLED = frozenset({"prepare", "started", "migrate", "restore"}) | NEVER_FAIL
 _OPT_IN_MARKER = NAMESPACE.encode()
 
 
@@ -50,7 +52,7 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
         return HookOutcome(2, stderr="usage: HOOK DOMAIN OPERATION SUB-OPERATION EXTRA "
                                      "(libvirt runs this; domain XML on stdin)")
     domain_name, operation = argv[0], argv[1]
-    if _OPT_IN_MARKER not in data:
+    if operation not in HANDLED or _OPT_IN_MARKER not in data:
         return HookOutcome()
     # Imported here, past the opt-in check: a domain without ncdma pays for none of it.
     import logging

@@ -70,3 +70,13 @@ _NAMES = st.sampled_from(["mode", "require", "migration", "bars", "emulator", "o
 @given(st.dictionaries(_NAMES, _VALUES, max_size=5))
 def test_parser_and_schema_accept_the_same_policies(attributes) -> None:
     assert _parser_accepts(attributes) == _schema_accepts(attributes)
+
+
+def test_every_example_domain_policy_validates_against_the_schema() -> None:
+    examples = sorted((Path(__file__).parents[2] / "xml/examples").glob("*.xml"))
+    checked = 0
+    for example in examples:
+        for element in etree.parse(str(example)).iter(ELEMENT):
+            assert SCHEMA.validate(etree.ElementTree(element)), (example.name, SCHEMA.error_log)
+            checked += 1
+    assert checked == 3, "the three opted-in examples"

@@ -11,7 +11,9 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.integration.ncdma.conftest import LAB_XML, WRAPPERS, OptedIn, log_text
+from tests.integration.ncdma.conftest import LAB_XML, REPO, WRAPPERS, OptedIn, log_text
+
+LAB_XML_PATH = REPO / "xml/examples/lab-virtio-vga.xml"
 
 
 def test_enable_then_disable_restores_the_definition_exactly(opted_in: OptedIn) -> None:
@@ -172,3 +174,28 @@ def test_check_inside_a_lab_host_reports_the_lab_versions(installed) -> None:
     assert report["mode"] == "audit" and report["host"]["hostname"] == "h1"
     assert report["host"]["qemu_version"].startswith("10.0.")
     assert report["host"]["libvirt_version"].startswith("11.3.")
+
+
+def test_example_domains_pass_libvirts_own_schema(installed) -> None:
+    h1 = installed["h1"]
+    for example in sorted((LAB_XML_PATH.parent).glob("*.xml")):
+        name = example.stem
+        done = h1.run(["virsh", "define", "--validate", f"/srv/ncdma/xml/examples/{example.name}"])
+        try:
+            assert done.returncode == 0, f"{example.name}: {done.stderr}"
+        finally:
+            h1.virsh("undefine", name, check=False)
+
+
+def test_save_and_restore_run_the_restore_hook(opted_in: OptedIn, tmp_path) -> None:
+    h1 = opted_in.lab.host("h1")
+    opted_in.define()
+    opted_in.enable("h1", "--bars", "vram")
+    h1.virsh("start", opted_in.name)
+    h1.virsh("save", opted_in.name, f"/var/tmp/{opted_in.name}.save")
+    assert opted_in.state() == "shut off" and opted_in.plan() is None
+    try:
+        h1.virsh("restore", f"/var/tmp/{opted_in.name}.save")
+        assert opted_in.state() == "running" and opted_in.plan()["mode"] == "audit"
+    finally:
+        h1.run(["rm", "-f", f"/var/tmp/{opted_in.name}.save"])
