@@ -7,13 +7,13 @@ Run (as root): .venv/bin/python -m bench.start
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.timing import lab_up, runs_argument
 from lab.install import build_wheels, install_ncdma, uninstall_ncdma
 from lab.lab import Lab
 
@@ -32,13 +32,8 @@ def start_ms(lab: Lab, name: str) -> float:
     return elapsed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15)
-    runs = parser.parse_args().runs
-    lab = Lab(REPO)
-    was_up = lab.is_up()
-    lab.up()
+def measure(lab: Lab, runs: int) -> tuple[list[float], list[float]]:
+    """Start times of the plain and the opted-in VM, alternately, with ncdma installed."""
     h1 = lab.host("h1")
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -53,13 +48,18 @@ def main() -> int:
         for _ in range(runs):
             plain.append(start_ms(lab, PLAIN))
             opted_in.append(start_ms(lab, OPTED_IN))
+        return plain, opted_in
     finally:
         for name in (PLAIN, OPTED_IN):
             h1.virsh("destroy", name, check=False)
             h1.virsh("undefine", name, check=False)
         uninstall_ncdma(h1)
-        if not was_up:
-            lab.down()
+
+
+def main() -> int:
+    runs = runs_argument(__doc__, 15)
+    with lab_up(REPO) as lab:
+        plain, opted_in = measure(lab, runs)
     base, ours = statistics.median(plain), statistics.median(opted_in)
     added = ours - base
     met = added <= ADDED_TARGET_MS

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from lab.lab import Lab
 
 # (name, median ms, target ms or None). A row with a target is compared with the row
 # before it, which is its baseline measured in the same run.
@@ -43,3 +48,23 @@ def print_rows(title: str, rows: Sequence[Row]) -> int:
             verdict = f"  target <= {target:.0f} ms: {'met' if met else 'MISSED'}"
         print(f"  {name:<44} {value:8.2f} ms{ratio}{verdict}")
     return 1 if failed else 0
+
+
+def runs_argument(description: str | None, default: int) -> int:
+    """The --runs option of a benchmark's command line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=default)
+    return int(parser.parse_args().runs)
+
+
+@contextmanager
+def lab_up(repo: Path) -> Iterator[Lab]:
+    """The lab, brought up for a benchmark and left as it was found."""
+    lab = Lab(repo)
+    was_up = lab.is_up()
+    lab.up()
+    try:
+        yield lab
+    finally:
+        if not was_up:
+            lab.down()

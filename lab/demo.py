@@ -1,25 +1,25 @@
 """ncdma's main job on the built-in lab: `python3 -m lab.demo` (scripts/demo runs it).
 
-Brings the lab up, runs `ncdma check` on this machine and inside h1, installs ncdma on
-both hosts, opts a firmware-only virtio-vga VM in (bars=vram: the lab's stand-in for blob
-mappings), starts it on h1, shows its virtio-gpu BARs as QEMU reports them and ncdma's
-plan, migrates it live to h2 and back, and cleans up. The lab is left as it was found.
+Brings the lab up, runs `ncdma check` on this machine and inside h1, deploys ncdma on
+both hosts with the Ansible playbook (ansible/site.yml, over SSH), opts a firmware-only
+virtio-vga VM in (bars=vram: the lab's stand-in for blob mappings), starts it on h1,
+shows its virtio-gpu BARs as QEMU reports them and ncdma's plan, migrates it live to h2
+and back, and removes ncdma again (ncdma_state=absent). The lab is left as it was found.
 """
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from lab.errors import LabError
 from lab.host import Host
-from lab.install import build_wheels, install_ncdma, uninstall_ncdma
 from lab.lab import Lab
 
 REPO = Path(__file__).resolve().parents[1]
+ANSIBLE_DIR = REPO / "ansible"
 VM = "ncdma-demo"
 VM_XML = "/srv/ncdma/xml/examples/lab-virtio-vga.xml"
 
@@ -30,6 +30,17 @@ def step(title: str) -> None:
 
 def show(done: subprocess.CompletedProcess[str]) -> None:
     print((done.stdout + done.stderr).rstrip())
+
+
+def ansible_playbook(*extra: str) -> subprocess.CompletedProcess[str]:
+    """ansible/site.yml on the lab's hosts (its inventory and ansible.cfg), from this
+    Python's environment; raises LabError with Ansible's output if it fails."""
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "inventory.lab.yml",
+            "site.yml", *extra]
+    done = subprocess.run(argv, cwd=ANSIBLE_DIR, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed:\n{done.stdout[-4000:]}{done.stderr}")
+    return done
 
 
 def print_bars(h1: Host) -> None:
@@ -83,13 +94,12 @@ def run_demo(lab: Lab) -> None:
     step("ncdma check on this machine")
     show(subprocess.run([sys.executable, "-m", "ncdma", "check"], capture_output=True,
                         text=True, check=False))
-    step("installing ncdma on h1 and h2 (scripts/install-host)")
-    with tempfile.TemporaryDirectory() as scratch:
-        build_wheels(REPO, Path(scratch))
-        for host in (h1, h2):
-            uninstall_ncdma(host)  # a clean slate: no configuration left by anything else
-            install_ncdma(host, Path(scratch))
-            print(f"  {host.name}: installed in /opt/ncdma, hook in /etc/libvirt/hooks/qemu.d")
+    step("deploying ncdma on h1 and h2 with Ansible (ansible/site.yml over SSH)")
+    began = time.monotonic()
+    recap = ansible_playbook().stdout.rpartition("PLAY RECAP")[2]
+    print(f"  done in {time.monotonic() - began:.1f} s: venv /opt/ncdma, hook in "
+          "/etc/libvirt/hooks/qemu.d, guard service, libvirtd reloaded")
+    print("\n".join(f"  {line}" for line in recap.split("\n")[1:] if line.strip()))
     step("ncdma check inside h1 (Debian 13, libvirt and QEMU of the lab)")
     show(h1.run(["/opt/ncdma/bin/ncdma", "check"]))
     step(f"opting {VM} in on h1 and starting it")
@@ -137,7 +147,11 @@ def main() -> int:
             if host.running:
                 host.virsh("destroy", VM, check=False)
                 host.virsh("undefine", VM, check=False)
-                uninstall_ncdma(host)
+        if all(host.running for host in lab.hosts.values()):
+            try:
+                ansible_playbook("-e", "ncdma_state=absent", "-e", "ncdma_purge=true")
+            except LabError as err:
+                print(f"demo: removing ncdma failed: {err}", file=sys.stderr)
         if not was_up:
             lab.down()
     return 0

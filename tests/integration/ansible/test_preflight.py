@@ -1,0 +1,40 @@
+"""A host that fails the preflight (enforce required on this unpatched kernel) fails with
+the probe's own reasons, and not one of its files changes; nor does a --check run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab import Lab
+from tests.integration.ansible.conftest import host_files
+from tests.integration.ansible.playbook import playbook
+
+pytestmark = pytest.mark.lab
+
+
+def test_enforce_required_fails_with_the_probes_reasons_and_changes_nothing(
+        clean_lab: Lab) -> None:
+    h1 = clean_lab.host("h1")
+    probe = h1.run(["env", "PYTHONPATH=/srv/ncdma/plugin", "python3", "-m", "ncdma", "check",
+                    "--json"])
+    reasons = json.loads(probe.stdout)["reasons"]
+    assert probe.returncode == 1 and reasons, "this kernel is not patched: audit at best"
+    before = host_files(h1)
+    done = playbook("--limit", "h1", "-e", "ncdma_require_enforce=true")
+    assert done.returncode != 0 and done.recap["h1"]["failed"] == 1, done.describe()
+    assert done.recap["h1"]["changed"] == 0
+    message = done.output.partition("ncdma_require_enforce is true, but ncdma check says")[2]
+    assert message, done.describe()
+    assert all(reason in message for reason in reasons), done.describe()
+    assert host_files(h1) == before
+    assert not (h1.root_path / "opt/ncdma").exists()
+
+
+def test_check_run_on_a_host_without_ncdma_predicts_changes_and_makes_none(
+        clean_lab: Lab) -> None:
+    h1 = clean_lab.host("h1")
+    before = host_files(h1)
+    done = playbook("--limit", "h1", "--check", "--diff")
+    assert done.returncode == 0 and done.recap["h1"]["changed"] > 0, done.describe()
+    assert host_files(h1) == before
