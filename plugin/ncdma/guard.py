@@ -45,6 +45,7 @@ from ncdma.verdict import Mode
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
 _LATENCY_SUMMARY_PERIOD_S = 0.5
+_IDLE_SUMMARY_MS = 500
 _REFRESH_PERIOD_S = 10.0  # slot changes trigger refreshes; this only catches the rest
 _REFRESH_MIN_INTERVAL_S = 0.2
 _LOST_IDS_TRIED = 4
@@ -125,6 +126,7 @@ class Guard:
                                0o600)
         self.latencies_us: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self.latency_summarised = 0.0
+        self.summary_stale = False
 
     def _memory(self) -> ProcessMemory:
         # Opened at the first notification: QEMU has exec'd by then (before, the pid's
@@ -177,6 +179,9 @@ class Guard:
         if final or now - self.latency_summarised > _LATENCY_SUMMARY_PERIOD_S:
             self.journal.latency_us = self.latency_summary()
             self.latency_summarised = now
+            self.summary_stale = False
+        else:
+            self.summary_stale = True
         self.journal.save()
 
     def latency_summary(self) -> dict[str, int]:
@@ -224,7 +229,10 @@ class Guard:
         poller.register(self.listener, select.POLLIN)
         poller.register(qemu, select.POLLIN)
         while True:
-            for fd, events in poller.poll():
+            ready = poller.poll(_IDLE_SUMMARY_MS if self.summary_stale else None)
+            if not ready:  # idle: bring the journal's latency summary up to date
+                self._save(final=True)
+            for fd, events in ready:
                 if fd == qemu or events & (select.POLLHUP | select.POLLERR):
                     self._save(final=True)
                     self.log.info("guard %s: QEMU exited; decisions %s, latency %s",
