@@ -18,6 +18,7 @@ from ncdma.errors import NcdmaError, UsageError
 from ncdma.host import gather_host_report
 from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
 from ncdma.kvm.device import DEFAULT_DEVICE
+from ncdma.migrate.options import add_arguments as add_migrate_arguments
 from ncdma.policy import Bar, Migration, PolicyMode
 from ncdma.report import check_json, check_text
 from ncdma.settings import load_settings
@@ -96,6 +97,45 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy or status.plan.mode is Mode.NONE else EXIT_FAILED
 
 
+def run_migrate(args: argparse.Namespace) -> int:
+    """``ncdma migrate``: live-migrate like virsh, carrying tagged slots as the policy says."""
+    from ncdma.migrate.options import MigrateOptions
+    from ncdma.migrate.progress import ProgressDisplay
+    from ncdma.migrate.run import Migration
+    from ncdma.virt import connection
+
+    options = MigrateOptions.from_args(args)
+    display = ProgressDisplay(sys.stderr, options.verbose, quiet=options.json)
+    with connection(args.connect) as conn:
+        migration = Migration(options, load_settings(), conn, display)
+        try:
+            summary = migration.run()
+        except NcdmaError as err:
+            display.close()
+            if options.json:
+                migration.summary.error = str(err)
+                print(json.dumps(migration.summary.to_json(), indent=2))
+            raise
+    display.close()
+    print(json.dumps(summary.to_json(), indent=2) if options.json else summary.to_text())
+    return EXIT_OK
+
+
+def run_peer(args: argparse.Namespace) -> int:
+    """``ncdma peer``: the destination's side of `ncdma migrate` (run over SSH)."""
+    from ncdma import peer
+
+    settings = load_settings()
+    if args.operation == "preflight":
+        answer = peer.preflight(settings)
+    else:
+        if args.uuid is None:
+            raise UsageError("peer receive needs the domain's UUID")
+        answer = peer.receive(settings, args.uuid, sys.stdin.buffer)
+    print(json.dumps(answer))
+    return EXIT_OK
+
+
 def run_guardd(args: argparse.Namespace) -> int:
     """``ncdma guardd``: the root guard service, in the foreground."""
     from ncdma.guardd import run_service
@@ -165,6 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("domain", metavar="DOMAIN", help="the domain's name or UUID")
     status.add_argument("--json", action="store_true", help="print one JSON document")
     status.set_defaults(handler=run_status)
+
+    migrate = commands.add_parser(
+        "migrate", help="live-migrate a domain like `virsh migrate`, tagged slots safely",
+        description="Migrate a running domain the way `virsh migrate` does (same options), "
+                    "after a preflight of both hosts, carrying its tagged (non-coherent) slots "
+                    "as its policy says: skip, copy (cache-flushed, verified) or refuse.",
+        epilog="Exit status: 0 migrated (or --dry-run), 1 refused or failed (the source keeps "
+               "running unless the message says otherwise), 2 usage error.")
+    migrate.add_argument("-c", "--connect", metavar="URI",
+                         help="the source's libvirt URI (default: libvirt's default, as virsh)")
+    add_migrate_arguments(migrate)
+    migrate.set_defaults(handler=run_migrate)
+
+    peer = commands.add_parser(
+        "peer", help="the destination's side of `ncdma migrate` (run by it over SSH)",
+        description="Answer a migrating source: 'preflight' prints this host's readiness as "
+                    "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
+                    "incoming domain's memory, cache-flushed, and prints their checksums.")
+    peer.add_argument("operation", choices=["preflight", "receive"])
+    peer.add_argument("uuid", nargs="?", metavar="UUID", help="the incoming domain (receive)")
+    peer.set_defaults(handler=run_peer)
 
     guardd = commands.add_parser(
         "guardd", help="run the guard service (root; started by the system, not by hand)",

@@ -208,3 +208,14 @@ def parse_domain(xml: str | bytes) -> Domain:
         gpus=tuple(_video_gpus(root, _override_properties(root)) + _commandline_gpus(root)),
         policy=_policy(root),
     )
+
+
+def with_emulator(data: bytes, emulator: str) -> str:
+    """The same domain XML with only <emulator> changed (ABI-neutral)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.fromstring(data, parser)
+    element = root.find("devices/emulator")
+    if element is None:
+        element = etree.SubElement(root.find("devices"), "emulator")
+    element.text = emulator
+    return etree.tostring(root, encoding="unicode")

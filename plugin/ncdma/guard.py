@@ -25,18 +25,19 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ncdma import seccomp
+from ncdma.capture import capture_at_exit
 from ncdma.classify import Action, Decision, classify
 from ncdma.errors import NcdmaError
 from ncdma.journal import Journal
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
 from ncdma.layout import FlatRange, Layout
 from ncdma.logs import configure_logging
-from ncdma.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
+from ncdma.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl, exiting
 from ncdma.plan import Plan
 from ncdma.settings import Settings
 from ncdma.state import FLATVIEW_FILE, GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
@@ -112,15 +113,18 @@ class Guard:
     """Answers the notifications of one QEMU process."""
 
     def __init__(self, listener: int, qemu_pid: int, plan: Plan, directory: Path,
-                 log: logging.Logger, watcher: LayoutWatcher | None) -> None:
+                 log: logging.Logger, watcher: LayoutWatcher | None,
+                 on_exit: Callable[[], None] = lambda: None) -> None:
         self.listener = listener
+        self.on_exit = on_exit
         self.qemu_pid = qemu_pid
         self.plan = plan
         self.bars = frozenset(plan.bars)
         self.enforce = plan.mode is Mode.ENFORCE
         self.log = log
         self.watcher = watcher
-        self.journal = Journal(directory, plan.mode.value, plan.flag)
+        self.journal = Journal(directory, plan.mode.value, plan.flag, qemu_pid,
+                               plan.share_device_ram)
         self.memory: ProcessMemory | None = None
         self.pending = os.open(directory / PENDING_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                0o600)
@@ -142,6 +146,9 @@ class Guard:
 
     def handle(self, note: seccomp.Notification, received: float) -> None:
         """Answer one notification; always answers, whatever fails."""
+        if note.nr == seccomp.NR_EXIT_GROUP_X86_64:
+            self.handle_exit(note)
+            return
         request: Memslot | None = None
         decision: Decision | None = None
         flag_set = False
@@ -160,6 +167,13 @@ class Guard:
         self.latencies_us.append((time.perf_counter() - received) * 1e6)
         if request is not None and decision is not None:
             self._journal(request, decision, flag_set)
+
+    def handle_exit(self, note: seccomp.Notification) -> None:
+        """QEMU (or a thread of it) calls exit_group: run ``on_exit``, then let it exit."""
+        try:
+            self.on_exit()
+        finally:
+            seccomp.answer_continue(self.listener, note.id)
 
     @staticmethod
     def _is_v2(note: seccomp.Notification) -> bool:
@@ -209,6 +223,11 @@ class Guard:
                 continue
             if candidate != last_id:
                 found = blocked_memslot_ioctl(self.qemu_pid)
+                if found is None and exiting(self.qemu_pid):
+                    self.handle_exit(seccomp.Notification(
+                        candidate, self.qemu_pid, seccomp.NR_EXIT_GROUP_X86_64,
+                        seccomp.AUDIT_ARCH_X86_64, (0, 0, 0, 0, 0, 0)))
+                    continue
                 if found is None:
                     self.log.error("guard %s: notification %#x pending but no thread waits in "
                                    "a memslot ioctl", self.plan.domain, candidate)
@@ -273,7 +292,8 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
         seccomp.pidfd_open(task.qemu_pid), task.listener_in_qemu)
     (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
     watcher = LayoutWatcher(directory, log, settings.hook_timeout)
-    guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher)
+    guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher,
+                  lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log))
     if task.recovering:
         guard.journal.load()
         guard.resume_pending()

@@ -7,16 +7,16 @@ ncdma costs the hook no more than an interpreter start.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from lxml import etree
-
-from ncdma.domain import Domain, parse_domain
+from ncdma.domain import Domain, parse_domain, with_emulator
 from ncdma.hook import HookOutcome
 from ncdma.host import gather_host_report
 from ncdma.plan import Plan, Refusal, decide_plan
 from ncdma.settings import Settings
 from ncdma.state import guard_pid, read_plan, remove_domain_state, write_plan
 from ncdma.verdict import Mode, Verdict, decide
+from ncdma.versions import qemu_has_aux_ram_share
 
 RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
 
@@ -37,6 +37,8 @@ def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
     if decision is None:
         log.info("%s: policy mode is off, nothing to do", domain.name)
         return HookOutcome()
+    if decision.migration == "copy" and decision.mode is not Mode.NONE:
+        decision = replace(decision, share_device_ram=qemu_has_aux_ram_share(decision.emulator))
     path = write_plan(settings, decision)
     _log_plan(log, decision, f"plan written to {path}")
     return HookOutcome()
@@ -75,18 +77,7 @@ def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
         return HookOutcome()
     log.info("%s: %s with <emulator> rewritten to this host's wrapper %s", domain.name,
              operation, settings.wrapper)
-    return HookOutcome(stdout=_with_emulator(data, str(settings.wrapper)))
-
-
-def _with_emulator(data: bytes, emulator: str) -> str:
-    """The same domain XML with only <emulator> changed (ABI-neutral)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    root = etree.fromstring(data, parser)
-    element = root.find("devices/emulator")
-    if element is None:
-        element = etree.SubElement(root.find("devices"), "emulator")
-    element.text = emulator
-    return etree.tostring(root, encoding="unicode")
+    return HookOutcome(stdout=with_emulator(data, str(settings.wrapper)))
 
 
 def _reconnect(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:

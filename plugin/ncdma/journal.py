@@ -40,10 +40,13 @@ class SlotRecord:
 class Journal:
     """The live slot table and recent events of one domain."""
 
-    def __init__(self, directory: Path, mode: str, flag: int) -> None:
+    def __init__(self, directory: Path, mode: str, flag: int, qemu_pid: int = 0,
+                 capture_at_exit: bool = False) -> None:
         self.path = directory / SLOTS_FILE
         self.mode = mode
         self.flag = flag
+        self.qemu_pid = qemu_pid
+        self.capture_at_exit = capture_at_exit
         self.slots: dict[int, SlotRecord] = {}
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
         self.counts: collections.Counter[str] = collections.Counter()
@@ -71,6 +74,7 @@ class Journal:
     def to_json(self) -> dict[str, Any]:
         """The document written to slots.json."""
         return {"schema_version": JOURNAL_SCHEMA_VERSION, "mode": self.mode, "flag": self.flag,
+                "qemu_pid": self.qemu_pid, "capture_at_exit": self.capture_at_exit,
                 "counts": dict(self.counts), "latency_us": self.latency_us,
                 "slots": [asdict(record) for _, record in sorted(self.slots.items())],
                 "events": list(self.events)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,20 @@ class ProcessMemory:
             raise OSError(f"short write of the flags at {address + _FLAGS_OFFSET:#x}")
 
 
+def _thread_syscalls(pid: int) -> Iterator[tuple[int, list[str]]]:
+    """(thread id, fields of /proc/PID/task/TID/syscall) of every thread of ``pid``."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            yield int(task.name), (task / "syscall").read_text().split()
+        except OSError:
+            continue
+
+
+def exiting(pid: int) -> bool:
+    """True if a thread of ``pid`` waits in exit_group (trapped for the guard)."""
+    return any(fields[:1] == ["231"] for _, fields in _thread_syscalls(pid))
+
+
 def blocked_memslot_ioctl(pid: int) -> tuple[int, int, bool] | None:
     """A thread of ``pid`` waiting in a memslot ioctl: (thread id, struct address, v2).
 
@@ -84,11 +99,7 @@ def blocked_memslot_ioctl(pid: int) -> tuple[int, int, bool] | None:
     guard finds the argument of a notification its predecessor received but never recorded.
     """
     requests = {abi.KVM_SET_USER_MEMORY_REGION: False, abi.KVM_SET_USER_MEMORY_REGION2: True}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            fields = (task / "syscall").read_text().split()
-        except OSError:
-            continue
+    for tid, fields in _thread_syscalls(pid):
         if len(fields) > 3 and fields[0] == "16" and int(fields[2], 16) in requests:
-            return int(task.name), int(fields[3], 16), requests[int(fields[2], 16)]
+            return tid, int(fields[3], 16), requests[int(fields[2], 16)]
     return None

@@ -35,6 +35,9 @@ class Plan:
     emulator: str
     devices: tuple[str, ...]
     reasons: tuple[str, ...]
+    # migration='copy' on QEMU >= 10.0: device RAM allocated shareable (aux-ram-share), so
+    # that `ncdma migrate` can map and cache-flush it; the guard then also traps QEMU's exit
+    share_device_ram: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The plan file's JSON document."""
@@ -42,7 +45,7 @@ class Plan:
                 "requested": self.requested.value, "mode": self.mode.value,
                 "require": self.require, "bars": list(self.bars), "migration": self.migration,
                 "flag": self.flag, "emulator": self.emulator, "devices": list(self.devices),
-                "reasons": list(self.reasons)}
+                "reasons": list(self.reasons), "share_device_ram": self.share_device_ram}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -50,7 +53,8 @@ class Plan:
         return cls(data["domain"], data["uuid"], PolicyMode(data["requested"]),
                    Mode(data["mode"]), bool(data["require"]), tuple(data["bars"]),
                    data["migration"], int(data["flag"]), data["emulator"],
-                   tuple(data["devices"]), tuple(data["reasons"]))
+                   tuple(data["devices"]), tuple(data["reasons"]),
+                   bool(data.get("share_device_ram", False)))
 
 
 @dataclass(frozen=True)

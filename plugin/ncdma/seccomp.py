@@ -1,7 +1,7 @@
 """seccomp user notification, as the wrapper and the guard need it (ctypes, no C).
 
-The wrapper installs a filter that sends only QEMU's memslot ioctls to a listener and
-allows every other syscall; the guard receives each notification, may rewrite the ioctl's
+The wrapper installs a filter that sends only QEMU's memslot ioctls (and, for domains
+that migrate with copy, exit_group) to a listener and allows every other syscall; the guard receives each notification, may rewrite the ioctl's
 argument in QEMU's memory, and answers CONTINUE so that the kernel runs the ioctl with it.
 With CONTINUE the guard never sees the kernel's answer (the probe decides beforehand
 whether the flag is accepted).
@@ -21,6 +21,7 @@ from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 NR_IOCTL_X86_64 = 16
+NR_EXIT_GROUP_X86_64 = 231
 _NR_SECCOMP = 317
 _NR_PIDFD_OPEN = 434
 _NR_PIDFD_GETFD = 438
@@ -104,24 +105,31 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-def memslot_filter() -> list[SockFilter]:
-    """A filter that notifies for ioctl(KVM_SET_USER_MEMORY_REGION[2]) and allows the rest."""
-    allow, notify = 7, 8
+def memslot_filter(trap_exit: bool = False) -> list[SockFilter]:
+    """A filter that notifies for ioctl(KVM_SET_USER_MEMORY_REGION[2]) and allows the rest.
+
+    With ``trap_exit`` it notifies for exit_group too: QEMU's last moment with its memory
+    mapped, where the guard copies tagged slots after a migration (:mod:`ncdma.capture`).
+    """
+    exit_check = [(_JEQ_K, 0, 0, NR_EXIT_GROUP_X86_64)] if trap_exit else []
+    skip = len(exit_check)
+    allow, notify = 7 + skip, 8 + skip
     program = [
         (_LD_W_ABS, 0, 0, _OFFSET_ARCH),
         (_JEQ_K, 0, allow - 2, AUDIT_ARCH_X86_64),
         (_LD_W_ABS, 0, 0, _OFFSET_NR),
-        (_JEQ_K, 0, allow - 4, NR_IOCTL_X86_64),
+        *[(code, notify - 4, 0, k) for code, _, _, k in exit_check],
+        (_JEQ_K, 0, allow - 4 - skip, NR_IOCTL_X86_64),
         (_LD_W_ABS, 0, 0, _OFFSET_ARG1_LOW),
-        (_JEQ_K, notify - 6, 0, KVM_SET_USER_MEMORY_REGION),
-        (_JEQ_K, notify - 7, 0, KVM_SET_USER_MEMORY_REGION2),
+        (_JEQ_K, notify - 6 - skip, 0, KVM_SET_USER_MEMORY_REGION),
+        (_JEQ_K, notify - 7 - skip, 0, KVM_SET_USER_MEMORY_REGION2),
         (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
         (_RET_K, 0, 0, _SECCOMP_RET_USER_NOTIF),
     ]
     return [SockFilter(*instruction) for instruction in program]
 
 
-def install_memslot_filter() -> int:
+def install_memslot_filter(trap_exit: bool = False) -> int:
     """Install :func:`memslot_filter` on the calling thread; return the listener fd.
 
     The listener is made inheritable: the process keeps a copy across exec, so that a
@@ -129,7 +137,7 @@ def install_memslot_filter() -> int:
 
     :raise SeccompError: When the kernel refuses the filter.
     """
-    instructions = memslot_filter()
+    instructions = memslot_filter(trap_exit)
     array = (SockFilter * len(instructions))(*instructions)
     program = SockFprog(len(instructions), ctypes.cast(array, ctypes.POINTER(SockFilter)))
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import re
 import shutil
 import subprocess
@@ -35,3 +36,16 @@ def qemu_and_libvirt_versions() -> tuple[str | None, str | None]:
         qemu = pool.submit(program_version, QEMU_PROGRAMS)
         libvirt = pool.submit(program_version, LIBVIRT_PROGRAMS)
         return qemu.result(), libvirt.result()
+
+
+def qemu_has_aux_ram_share(emulator: str) -> bool:
+    """True if the QEMU binary knows ``-machine aux-ram-share`` (QEMU 10.0 and later).
+
+    Found in the binary's bytes rather than by running it: the hook runs no children.
+    """
+    try:
+        with open(emulator, "rb") as binary, \
+                mmap.mmap(binary.fileno(), 0, access=mmap.ACCESS_READ) as content:
+            return content.find(b"aux-ram-share") >= 0
+    except (OSError, ValueError):
+        return False

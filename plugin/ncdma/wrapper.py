@@ -41,6 +41,16 @@ def _argument(argv: Sequence[str], option: str) -> str | None:
     return None
 
 
+def with_machine_option(argv: Sequence[str], option: str) -> list[str]:
+    """QEMU's arguments with ``option`` added to its -machine (or a new -machine)."""
+    result = list(argv)
+    for index, name in enumerate(result[:-1]):
+        if name == "-machine":
+            result[index + 1] = f"{result[index + 1]},{option}"
+            return result
+    return [*result, "-machine", option]
+
+
 def real_emulator(plan: Plan | None, settings: Settings) -> str:
     """The QEMU binary to exec."""
     if plan is not None and os.access(plan.emulator, os.X_OK):
@@ -65,7 +75,7 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
         raise WrapperError(f"the guard service is not reachable at {path}: {err.strerror}",
                            "start it (`ncdma guardd`, or the ncdma-guardd service)") from None
     with connection:
-        listener = seccomp.install_memslot_filter()
+        listener = seccomp.install_memslot_filter(trap_exit=plan.share_device_ram)
         request = {"uuid": plan.uuid, "pid": os.getpid(), "listener_fd": listener}
         try:
             socket.send_fds(connection, [json.dumps(request).encode()], [listener])
@@ -93,6 +103,8 @@ def qemu_argv(argv: Sequence[str], settings: Settings) -> tuple[str, list[str]]:
             raise
         print(f"ncdma-qemu: warning: {plan.domain} runs unguarded: {err}", file=sys.stderr)
         return emulator, list(argv)
+    if plan.share_device_ram:
+        argv = with_machine_option(argv, "aux-ram-share=on")
     return emulator, [*argv, "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
 
 

@@ -1,0 +1,136 @@
+"""SSH to the destination's ``ncdma peer``: the channel operators already trust for virsh.
+
+The SSH target comes from the destination URI, as virsh's qemu+ssh transport does:
+``qemu+ssh://[user@]host[:port]/system?keyfile=PATH``. Other transports (qemu+tcp,
+qemu+tls) name the host too; SSH then goes to that host as root on port 22.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ncdma.errors import NcdmaError, UsageError
+
+_TIMEOUT_S = 60.0
+
+
+class PeerError(NcdmaError):
+    """The destination's ncdma could not be reached or failed."""
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to reach the destination host."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+    keyfile: str | None = None
+
+    @classmethod
+    def from_uri(cls, uri: str) -> SshTarget:
+        """The SSH target a libvirt URI names.
+
+        :raise UsageError: When the URI names no remote host.
+        """
+        parts = urlsplit(uri)
+        if not parts.hostname:
+            raise UsageError(f"the destination URI {uri!r} names no host",
+                             "give a remote URI such as qemu+ssh://host2/system")
+        ssh = parts.scheme.endswith("+ssh")
+        query = parse_qs(parts.query)
+        return cls(parts.hostname, parts.username, parts.port if ssh else None,
+                   query.get("keyfile", [None])[0])
+
+    def options(self, control: Path | None) -> list[str]:
+        """ssh's options: no prompts, a bounded wait, the shared connection if any."""
+        argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        if control is not None:
+            argv += ["-o", f"ControlPath={control}"]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        if self.keyfile:
+            argv += ["-i", self.keyfile]
+        return [*argv, f"{self.user}@{self.host}" if self.user else self.host]
+
+
+class Peer:
+    """The destination's ``ncdma peer`` commands, over one shared SSH connection.
+
+    The connection (an ssh master, ``-M``) is opened once by :meth:`open` and every
+    command runs through it: one handshake per migration, not one per command.
+    """
+
+    def __init__(self, target: SshTarget, ncdma: str, control_dir: Path) -> None:
+        self.target = target
+        self.ncdma = ncdma
+        self.control_dir = control_dir
+        self.control: Path | None = None
+
+    def open(self) -> None:
+        """Open the shared connection (best effort: without it each command connects)."""
+        self.control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        control = self.control_dir / f"ssh-{os.getpid()}"
+        try:
+            done = subprocess.run(["ssh", "-M", "-f", "-N", *self.target.options(control)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return  # the commands will say what is wrong
+        self.control = control if done.returncode == 0 else None
+
+    def close(self) -> None:
+        """Close the shared connection."""
+        if self.control is not None:
+            subprocess.run(["ssh", "-O", "exit", *self.target.options(self.control)],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=_TIMEOUT_S, check=False)
+            self.control = None
+
+    def _run(self, arguments: list[str], data: bytes | None = None,
+             answers_on_failure: bool = False) -> dict[str, Any]:
+        argv = ["ssh", *self.target.options(self.control), "--", self.ncdma, *arguments]
+        try:
+            done = subprocess.run(argv, input=data, capture_output=True, timeout=_TIMEOUT_S,
+                                  check=False, stdin=None if data is not None
+                                  else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise PeerError(f"{self.target.host}: `ncdma {arguments[0]}` gave no answer in "
+                            f"{_TIMEOUT_S:.0f} s", "check the host and its ncdma log") from None
+        except OSError as err:
+            raise PeerError(f"cannot run ssh: {err.strerror}", "install openssh-client") from None
+        error = done.stderr.decode(errors="replace").strip().splitlines()
+        if done.returncode == 255:
+            raise PeerError(f"cannot reach {self.target.host} over SSH: "
+                            f"{error[-1] if error else 'ssh failed'}",
+                            "set up key-based root SSH to it, as qemu+ssh needs")
+        if done.returncode == 127:
+            raise PeerError(f"ncdma is not installed on {self.target.host} ({self.ncdma})",
+                            "install it there (scripts/install-host or the Ansible role)")
+        if done.returncode != 0 and not (answers_on_failure and done.returncode == 1):
+            raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma failed'}")
+        try:
+            return dict(json.loads(done.stdout))
+        except ValueError:
+            raise PeerError(f"{self.target.host}: unreadable answer from `ncdma "
+                            f"{arguments[0]}`", "is the same ncdma version installed "
+                            "there?") from None
+
+    def preflight(self) -> dict[str, Any]:
+        """The destination's ``ncdma peer preflight``."""
+        return self._run(["peer", "preflight"])
+
+    def status(self, uuid: str) -> dict[str, Any]:
+        """The destination's ``ncdma status --json`` of the domain (healthy or not)."""
+        return self._run(["status", uuid, "--json"], answers_on_failure=True)
+
+    def receive(self, uuid: str, stream: bytes) -> dict[str, Any]:
+        """Send the captured slots to the destination's ``ncdma peer receive``; the answer
+        holds the checksums and the domain's status there (as `ncdma status --json`)."""
+        return self._run(["peer", "receive", uuid], stream)

@@ -1,0 +1,158 @@
+"""Before any memory moves: what the source and the destination say, and what to do.
+
+:func:`decide` is pure: it takes the facts and returns a :class:`Decision` (plain
+libvirt migration, skip, or copy) or a :class:`Refusal` that says exactly why and what
+to change. A tagged slot is "in QEMU's RAM stream" when its memory is a migratable
+RAMBlock (virtio-vga's vram); hostmem blob mappings never are (FACTS.md).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from ncdma.migrate.options import MigrateOptions
+from ncdma.verdict import Mode
+
+_MODE_RANK = {Mode.NONE.value: 0, Mode.AUDIT.value: 1, Mode.ENFORCE.value: 2}
+
+
+class Strategy(str, enum.Enum):
+    """How the domain migrates."""
+
+    PLAIN = "plain"  # as `virsh migrate`: no tagged slot to care about
+    SKIP = "skip"    # tagged content is not carried (none of it is in QEMU's stream)
+    COPY = "copy"    # tagged content is read at the source's exit and written before resume
+
+
+@dataclass(frozen=True)
+class TaggedSlot:
+    """A slot the source's guard selected (tagged, or would tag in audit mode)."""
+
+    slot: int
+    gpa: int
+    size: int
+    hva: int
+    owner: str
+    flag_set: bool
+
+    @property
+    def in_ram_stream(self) -> bool:
+        """True if QEMU itself migrates this memory (a RAMBlock such as vga.vram)."""
+        return " vram (" in self.owner
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        backing = "in QEMU's RAM stream" if self.in_ram_stream else "not in QEMU's stream"
+        return (f"slot {self.slot:#x} {self.gpa:#x}+{self.size:#x} {self.owner} "
+                f"(flag {'set' if self.flag_set else 'not set, audit'}; {backing})")
+
+    @classmethod
+    def from_journal(cls, record: dict[str, Any]) -> TaggedSlot:
+        """A journal record (slots.json) of action ``tag``."""
+        return cls(record["slot"], record["gpa"], record["size"], record["hva"],
+                   record["owner"], record["flag_set"])
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """The domain on this host: its policy (None without ncdma) and its tagged slots."""
+
+    domain: str
+    uuid: str
+    migration: str | None = None
+    requested: str | None = None
+    require: bool = False
+    mode: str | None = None
+    tagged: tuple[TaggedSlot, ...] = ()
+    guard_alive: bool = False
+    capture_at_exit: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def opted_in(self) -> bool:
+        """True if ncdma runs this domain here."""
+        return self.migration is not None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `ncdma migrate` will do."""
+
+    strategy: Strategy
+    source: SourceFacts
+    destination: dict[str, Any] | None
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the domain is not migrated, and what to change."""
+
+    reason: str
+
+
+def _destination_problems(source: SourceFacts, destination: dict[str, Any]) -> list[str]:
+    problems = [f"{what} is not installed there ({how})" for ok, what, how in (
+        (destination.get("hook_installed"), "ncdma's libvirt hook", "run scripts/install-host "
+         "or the Ansible role there"),
+        (destination.get("guard_service"), "ncdma's guard service", "start ncdma-guardd there"),
+        (destination.get("wrapper"), "ncdma's emulator wrapper", "run scripts/install-host "
+         "there")) if not ok]
+    mode = str(destination.get("mode"))
+    if source.tagged and mode == Mode.NONE.value:
+        problems.append(f"it cannot guard VMs at all: {'; '.join(destination['reasons'])}")
+    if source.require and _MODE_RANK.get(mode, 0) < _MODE_RANK.get(str(source.requested), 0):
+        problems.append(f"the policy requires {source.requested} mode but it allows {mode}: "
+                        f"{'; '.join(destination['reasons'])}")
+    return problems
+
+
+def _slot_lines(slots: tuple[TaggedSlot, ...]) -> str:
+    return "; ".join(slot.describe() for slot in slots)
+
+
+def decide(source: SourceFacts, destination: dict[str, Any] | None,
+           options: MigrateOptions) -> Decision | Refusal:
+    """Decide how to migrate; ``destination`` is the peer's preflight (None if not asked)."""
+    refuse = f"ncdma: refusing to migrate {source.domain}"
+    if not source.opted_in:
+        return Decision(Strategy.PLAIN, source, destination, source.notes)
+    if destination is not None:
+        problems = _destination_problems(source, destination)
+        if problems:
+            return Refusal(f"{refuse}: the destination cannot honor its policy: "
+                           f"{'; '.join(problems)}")
+    if not source.tagged:
+        return Decision(Strategy.PLAIN, source, destination,
+                        (*source.notes, "no tagged slot: migrates as with virsh"))
+    count = f"{len(source.tagged)} tagged slot(s): {_slot_lines(source.tagged)}"
+    if source.migration == "refuse":
+        return Refusal(f"{refuse}: its policy is migration='refuse' and it has {count}. "
+                       f"Set migration='copy' (`ncdma enable {source.domain} --migration copy`, "
+                       f"then restart it) to carry them safely")
+    if source.migration == "skip":
+        streamed = tuple(slot for slot in source.tagged if slot.in_ram_stream)
+        if streamed:
+            return Refusal(f"{refuse}: migration='skip' would leave QEMU carrying tagged "
+                           f"memory unsafely: {_slot_lines(streamed)}. Use migration='copy' "
+                           f"(`ncdma enable {source.domain} --migration copy`, then restart it)")
+        return Decision(Strategy.SKIP, source, destination,
+                        (*source.notes, f"skipped: {count}"))
+    problems = []
+    if not source.guard_alive:
+        problems.append("its guard is not running on this host (see `ncdma status`)")
+    if not source.capture_at_exit:
+        problems.append("it was started without shareable device RAM, so the guard cannot "
+                        "read its slots at the end: restart it on QEMU >= 10.0 with this "
+                        "version of ncdma")
+    if destination is not None and not destination.get("aux_ram_share"):
+        problems.append(f"the destination's QEMU {destination.get('qemu')} lacks "
+                        f"-machine aux-ram-share (QEMU >= 10.0 needed to flush caches there)")
+    if options.postcopy:
+        problems.append("--postcopy would run the guest on the destination before its tagged "
+                        "slots are in place: drop --postcopy")
+    if problems:
+        return Refusal(f"{refuse} with migration='copy': {'; '.join(problems)}")
+    return Decision(Strategy.COPY, source, destination, (*source.notes, f"copied: {count}"))

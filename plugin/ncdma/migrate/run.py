@@ -1,0 +1,281 @@
+"""`ncdma migrate`, phase by phase: preflight, memory, tagged slots, verify, switchover.
+
+copy: the migration runs with VIR_MIGRATE_PAUSED, so the destination stays paused after
+libvirt's switchover. The source's guard reads the tagged slots when the source QEMU
+exits (:mod:`ncdma.capture`); they go over SSH to the destination's ``ncdma peer
+receive``, which writes them (caches flushed) and checksums them; the destination's
+`ncdma status` must show the slots tagged; only then is the guest resumed (unless
+--suspend). Up to libvirt's switchover any failure leaves the source running with its
+tags (libvirt rolls the migration back). After it, the source is gone: a failure then
+leaves the destination paused, never resumed with stale slots, and keeps the captured
+content on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from ncdma import capture
+from ncdma.domain import with_emulator
+from ncdma.errors import NcdmaError, UsageError
+from ncdma.migrate.channel import Peer, PeerError, SshTarget
+from ncdma.migrate.job import MigrationFailed, MigrationJob
+from ncdma.migrate.options import PAUSED, MigrateOptions
+from ncdma.migrate.preflight import Decision, Refusal, Strategy, TaggedSlot, decide
+from ncdma.migrate.progress import ProgressDisplay
+from ncdma.migrate.source import gather_source
+from ncdma.migrate.summary import Summary
+from ncdma.settings import Settings
+from ncdma.virt import libvirt_error
+
+_CAPTURE_WAIT_S = 15.0
+
+
+class MigrationRefused(NcdmaError):
+    """The preflight refused: nothing was changed."""
+
+
+def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        try:
+            return conn.lookupByUUIDString(name)
+        except libvirt.libvirtError as err:
+            raise libvirt_error(err, f"no domain {name!r}") from None
+
+
+def _read_xml_option(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise UsageError(f"cannot read --xml {path}: {err.strerror}") from None
+
+
+def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDomain,
+              peer: Peer) -> Decision:
+    """The preflight: source facts, the destination's answer, the decision.
+
+    :raise MigrationRefused: With the reason and what to change.
+    """
+    if not domain.isActive():
+        raise MigrationRefused(f"{options.domain} is not running",
+                               "start it, or use `virsh migrate --offline`")
+    source = gather_source(settings, domain.name(), domain.UUIDString(), domain.XMLDesc())
+    destination = peer.preflight() if source.opted_in else None
+    decision = decide(source, destination, options)
+    if isinstance(decision, Refusal):
+        raise MigrationRefused(decision.reason)
+    return decision
+
+
+def _slot_entry(slot: TaggedSlot, action: str) -> dict[str, Any]:
+    return {"slot": slot.slot, "gpa": slot.gpa, "size": slot.size, "owner": slot.owner,
+            "in_ram_stream": slot.in_ram_stream, "flag_set_source": slot.flag_set,
+            "action": action}
+
+
+class Migration:
+    """One `ncdma migrate` run."""
+
+    def __init__(self, options: MigrateOptions, settings: Settings, conn: libvirt.virConnect,
+                 display: ProgressDisplay) -> None:
+        self.options = options
+        self.settings = settings
+        self.conn = conn
+        self.display = display
+        self.domain = _lookup(conn, options.domain)
+        self.uuid = self.domain.UUIDString()
+        self.peer = Peer(SshTarget.from_uri(options.desturi), options.remote_ncdma,
+                         settings.state_dir / "ssh")
+        self.summary = Summary(self.domain.name(), options.desturi)
+        self.memory_done = 0.0
+
+    def _phase(self, name: str, detail: str = "") -> None:
+        self.summary.begin(name)
+        self.display.phase(name, detail)
+
+    def run(self) -> Summary:
+        """Preflight, then (unless --dry-run) migrate; the summary says what happened."""
+        self.peer.open()
+        try:
+            return self._run()
+        finally:
+            self.peer.close()
+
+    def _run(self) -> Summary:
+        self._phase("preflight")
+        decision = preflight(self.options, self.settings, self.domain, self.peer)
+        self.summary.strategy = decision.strategy.value
+        self.summary.notes.extend(decision.notes)
+        action = {Strategy.COPY: "copied", Strategy.SKIP: "skipped"}.get(decision.strategy,
+                                                                          "none")
+        self.summary.slots = [_slot_entry(slot, action) for slot in decision.source.tagged]
+        if self.options.dry_run:
+            self.summary.outcome = "dry-run"
+            for entry in self.summary.slots:
+                entry["action"] = f"would be {entry['action']}"
+            params = sorted(self._params(decision))
+            self.summary.notes.append(f"would call libvirt with flags {self._flags(decision):#x}"
+                                      f" and parameters {', '.join(params) or 'none'}")
+            return self.summary
+        copy = decision.strategy is Strategy.COPY
+        if copy:
+            capture.arm(self.settings, self.uuid, [
+                capture.SlotRef(slot.slot, slot.gpa, slot.size, slot.hva, slot.owner)
+                for slot in decision.source.tagged])
+        destination = self._memory(decision)
+        status = self._copy_slots(decision) if copy else None
+        self._verify(destination, decision, status)
+        self._switchover(destination, copy)
+        self.summary.outcome = "migrated"
+        return self.summary
+
+    def _flags(self, decision: Decision) -> int:
+        return self.options.flags(PAUSED if decision.strategy is Strategy.COPY else 0)
+
+    def _params(self, decision: Decision) -> dict[str, Any]:
+        """libvirt's parameters; for an opted-in domain, its XML names the destination's
+        wrapper (hosts may install ncdma at different paths; libvirt checks <emulator>
+        before any hook runs there)."""
+        xml = _read_xml_option(self.options.xml)
+        wrapper = (decision.destination or {}).get("wrapper_path")
+        if not decision.source.opted_in or not wrapper:
+            return self.options.params(xml)
+        live = xml or self.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        params = self.options.params(with_emulator(live.encode(), wrapper))
+        if self.options.persistent:
+            params["persistent_xml"] = with_emulator(self.domain.XMLDesc(
+                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE).encode(),
+                wrapper)
+        return params
+
+    def _memory(self, decision: Decision) -> libvirt.virDomain:
+        """libvirt's migration; on failure the source keeps running and nothing is armed."""
+        self._phase("memory")
+        flags, params = self._flags(decision), self._params(decision)
+        try:
+            dconn = libvirt.open(self.options.desturi)
+        except libvirt.libvirtError as err:
+            capture.disarm(self.settings, self.uuid)
+            raise libvirt_error(err, f"cannot connect to {self.options.desturi}") from None
+        if self.options.p2p:
+            job = MigrationJob(self.domain, lambda: self.domain.migrateToURI3(
+                self.options.desturi, params, flags))
+        else:
+            job = MigrationJob(self.domain, lambda: self.domain.migrate3(dconn, params, flags))
+        job.start()
+        try:
+            job.wait(lambda progress: self.display.update("memory", progress),
+                     self.options.timeout)
+        except (MigrationFailed, KeyboardInterrupt) as err:
+            capture.disarm(self.settings, self.uuid)
+            what = "interrupted: migration aborted" if isinstance(err, KeyboardInterrupt) \
+                else str(err)
+            raise MigrationFailed(f"{what}; {self.summary.domain} keeps running on this host"
+                                  " with its tags", "see libvirtd's log on both hosts") from None
+        self.memory_done = time.monotonic()
+        destination = dconn.lookupByUUIDString(self.uuid)
+        self._record_job_stats(destination)
+        return destination
+
+    def _record_job_stats(self, destination: libvirt.virDomain) -> None:
+        try:
+            stats = destination.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError:
+            return
+        self.summary.memory_bytes = int(stats.get("memory_processed", 0))
+        if "downtime" in stats:
+            self.summary.downtime_ms["libvirt"] = float(stats["downtime"])
+
+    def _left_paused(self, problem: str) -> MigrationFailed:
+        directory = capture.migration_dir(self.settings, self.uuid)
+        return MigrationFailed(
+            f"{problem}; the memory has moved, so {self.summary.domain} is PAUSED on "
+            f"{self.options.desturi} and was not resumed with unverified tagged slots",
+            f"the source's captured slots are kept in {directory}; fix the cause, then "
+            f"`virsh resume` it there only if its tagged content does not matter")
+
+    def _captured(self) -> dict[str, Any]:
+        deadline = time.monotonic() + _CAPTURE_WAIT_S
+        while (result := capture.read_captured(self.settings, self.uuid)) is None:
+            if time.monotonic() > deadline:
+                raise self._left_paused("the source's guard did not capture the tagged slots")
+            time.sleep(0.05)
+        if result.get("error"):
+            raise self._left_paused(f"capturing the tagged slots failed: {result['error']}")
+        return result
+
+    def _copy_slots(self, decision: Decision) -> dict[str, Any]:
+        """Send the captured slots; the destination's status, read right after the write."""
+        self._phase("tagged slots", f"{len(decision.source.tagged)} slot(s), cache-flushed copy")
+        captured = self._captured()
+        directory = capture.migration_dir(self.settings, self.uuid)
+        header = {"slots": [{key: slot[key] for key in ("gpa", "size", "sha256")}
+                            for slot in captured["slots"]]}
+        chunks = [json.dumps(header).encode() + b"\n"]
+        for slot in captured["slots"]:
+            chunks.append((directory / capture.SlotRef(**{
+                key: slot[key] for key in ("slot", "gpa", "size", "hva", "owner")}).data_name)
+                .read_bytes())
+        try:
+            answer = self.peer.receive(self.uuid, b"".join(chunks))
+        except PeerError as err:
+            raise self._left_paused(f"writing the tagged slots there failed: {err}") from None
+        restored = {slot["gpa"]: slot for slot in answer["slots"]}
+        for entry, source in zip(self.summary.slots, captured["slots"]):
+            there = restored.get(source["gpa"], {})
+            entry.update(sha256_source=source["sha256"],
+                         sha256_destination=there.get("sha256"),
+                         capture_seconds=source["seconds"], restore_seconds=there.get("seconds"),
+                         flush=answer.get("flush"))
+            if there.get("sha256") != source["sha256"]:
+                raise self._left_paused(f"slot {source['gpa']:#x} differs after the copy")
+        return dict(answer["status"])
+
+    def _verify(self, destination: libvirt.virDomain, decision: Decision,
+                status: dict[str, Any] | None) -> None:
+        """The destination's guard runs the domain and has tagged the slots (before resume).
+
+        ``status`` is the destination's `ncdma status` when the copy brought it along.
+        """
+        self._phase("verify")
+        if not decision.source.opted_in:
+            return
+        if status is None:
+            try:
+                status = self.peer.status(self.uuid)
+            except PeerError as err:
+                raise MigrationFailed(f"the destination's `ncdma status` failed: {err}") from None
+        journal = status.get("journal") or {}
+        there = {(slot["gpa"], slot["size"]): slot for slot in journal.get("slots", [])}
+        state = destination.state()[0]
+        for entry in self.summary.slots:
+            slot = there.get((entry["gpa"], entry["size"]))
+            entry["destination"] = {"action": slot["action"], "flag_set": slot["flag_set"]} \
+                if slot else None
+            entry["destination_paused_at_verify"] = state == libvirt.VIR_DOMAIN_PAUSED
+            if decision.strategy is Strategy.COPY and (slot is None or slot["action"] != "tag"):
+                raise self._left_paused(f"the destination's guard has not tagged slot "
+                                        f"{entry['gpa']:#x}")
+        self.summary.notes.append(f"destination: guard "
+                                  f"{'alive' if status['guard']['alive'] else 'NOT running'}, "
+                                  f"mode {status['plan']['mode']}")
+
+    def _switchover(self, destination: libvirt.virDomain, copy: bool) -> None:
+        if copy:
+            self._phase("switchover")
+            if not self.options.suspend:
+                destination.resume()
+            self.summary.downtime_ms["after_memory"] = (time.monotonic() - self.memory_done) * 1e3
+            self.summary.downtime_ms["total"] = sum(self.summary.downtime_ms.values())
+            capture.disarm(self.settings, self.uuid)
+        self.summary.end()
+
