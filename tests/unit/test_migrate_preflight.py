@@ -1,0 +1,83 @@
+"""The pure migration decision: which strategy, or which refusal and what it says."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ncdma.migrate.options import MigrateOptions
+from ncdma.migrate.preflight import Decision, Refusal, SourceFacts, Strategy, TaggedSlot, decide
+
+VRAM = TaggedSlot(2, 0xFC000000, 0x800000, 0x7F0000000000, "video0 vram (0000:00:02.0/vga.vram)",
+                  False)
+BLOB = TaggedSlot(9, 0x380000000000, 0x200000, 0x7F1000000000,
+                  "video0 hostmem (0000:00:02.0/virtio-gpu-hostmem)", True)
+OPTIONS = MigrateOptions("vm", "qemu+ssh://h2/system", live=True)
+READY = {"hook_installed": True, "guard_service": True, "wrapper": True, "mode": "audit",
+         "reasons": ["kernel rejects the flag"], "aux_ram_share": True, "qemu": "10.0.13"}
+
+
+def source(migration: str | None = "copy", *tagged: TaggedSlot, **changes) -> SourceFacts:
+    facts = SourceFacts("vm", "u-1", migration, "audit", False, "audit", tagged, True, True)
+    return dataclasses.replace(facts, **changes)
+
+
+def test_a_domain_without_ncdma_migrates_plainly_without_asking_the_destination() -> None:
+    decision = decide(source(None), None, OPTIONS)
+    assert isinstance(decision, Decision) and decision.strategy is Strategy.PLAIN
+
+
+def test_no_tagged_slot_migrates_plainly_whatever_the_policy() -> None:
+    for policy in ("refuse", "skip", "copy"):
+        decision = decide(source(policy), READY, OPTIONS)
+        assert isinstance(decision, Decision) and decision.strategy is Strategy.PLAIN
+
+
+def test_refuse_names_the_slots_and_the_way_out() -> None:
+    refusal = decide(source("refuse", VRAM), READY, OPTIONS)
+    assert isinstance(refusal, Refusal)
+    assert "migration='refuse'" in refusal.reason and "0xfc000000" in refusal.reason
+    assert "ncdma enable vm --migration copy" in refusal.reason
+
+
+def test_skip_is_refused_when_qemu_streams_a_tagged_slot() -> None:
+    refusal = decide(source("skip", VRAM, BLOB), READY, OPTIONS)
+    assert isinstance(refusal, Refusal)
+    assert "vga.vram" in refusal.reason and "in QEMU's RAM stream" in refusal.reason
+    assert "hostmem" not in refusal.reason  # only the streamed slot is the problem
+    assert "migration='copy'" in refusal.reason
+
+
+def test_skip_goes_ahead_when_no_tagged_slot_is_in_qemus_stream() -> None:
+    decision = decide(source("skip", BLOB), READY, OPTIONS)
+    assert isinstance(decision, Decision) and decision.strategy is Strategy.SKIP
+    assert not BLOB.in_ram_stream and VRAM.in_ram_stream
+
+
+def test_copy_goes_ahead_on_a_ready_destination() -> None:
+    decision = decide(source("copy", VRAM), READY, OPTIONS)
+    assert isinstance(decision, Decision) and decision.strategy is Strategy.COPY
+
+
+@pytest.mark.parametrize("facts, destination, options, words", [
+    (source("copy", VRAM, capture_at_exit=False), READY, OPTIONS, "shareable device RAM"),
+    (source("copy", VRAM, guard_alive=False), READY, OPTIONS, "guard is not running"),
+    (source("copy", VRAM), {**READY, "aux_ram_share": False, "qemu": "7.2.19"}, OPTIONS,
+     "QEMU 7.2.19 lacks -machine aux-ram-share"),
+    (source("copy", VRAM), READY, dataclasses.replace(OPTIONS, postcopy=True), "--postcopy"),
+    (source("copy", VRAM), {**READY, "hook_installed": False}, OPTIONS, "libvirt hook"),
+    (source("copy", VRAM), {**READY, "guard_service": False}, OPTIONS, "guard service"),
+    (source("copy", VRAM), {**READY, "mode": "none", "reasons": ["no /dev/kvm"]}, OPTIONS,
+     "cannot guard VMs at all: no /dev/kvm"),
+    (source("copy", VRAM, requested="enforce", require=True), READY, OPTIONS,
+     "requires enforce mode but it allows audit"),
+])
+def test_copy_refusals_say_why(facts, destination, options, words) -> None:
+    refusal = decide(facts, destination, options)
+    assert isinstance(refusal, Refusal) and words in refusal.reason, refusal
+
+
+def test_a_destination_that_cannot_tag_is_fine_for_a_domain_without_tagged_slots() -> None:
+    decision = decide(source("copy"), {**READY, "mode": "none", "reasons": ["x"]}, OPTIONS)
+    assert isinstance(decision, Decision) and decision.strategy is Strategy.PLAIN
