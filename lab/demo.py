@@ -3,8 +3,10 @@
 Brings the lab up, runs `ncdma check` on this machine and inside h1, deploys ncdma on
 both hosts with the Ansible playbook (ansible/site.yml, over SSH), opts a firmware-only
 virtio-vga VM in (bars=vram: the lab's stand-in for blob mappings), starts it on h1,
-shows its virtio-gpu BARs as QEMU reports them and ncdma's plan, migrates it live to h2
-and back, and removes ncdma again (ncdma_state=absent). The lab is left as it was found.
+shows its virtio-gpu BARs as QEMU reports them, ncdma's plan and its tagged slots, migrates
+it live to h2 with `ncdma migrate` (policy copy: the tagged vram is carried cache-flushed
+and verified), shows its slots on h2, migrates it back (--p2p) and prints a summary, then
+removes ncdma again (ncdma_state=absent). The lab is left as it was found.
 """
 from __future__ import annotations
 
@@ -82,11 +84,17 @@ def wait_for_status(host: Host, timeout: float = 20) -> subprocess.CompletedProc
         time.sleep(0.5)
 
 
-def migrate(source: Host, destination: Host) -> None:
-    began = time.monotonic()
-    source.virsh("migrate", "--live", VM, f"qemu+ssh://{destination.address}/system")
-    print(f"  {source.name} -> {destination.name}: {time.monotonic() - began:.2f} s, "
-          f"now {destination.virsh('domstate', VM).stdout.strip()} on {destination.name}")
+def ncdma_migrate(source: Host, destination: Host, *options: str) -> str:
+    """`ncdma migrate --live` inside ``source``; prints its progress and summary."""
+    done = source.run(["/opt/ncdma/bin/ncdma", "migrate", VM,
+                       f"qemu+ssh://{destination.address}/system", "--live", *options],
+                      timeout=120)
+    if done.returncode != 0:
+        raise LabError(f"ncdma migrate failed: {done.stderr.strip()}")
+    for line in done.stderr.rstrip().splitlines():
+        print(f"  | {line}")
+    print(f"  now {destination.virsh('domstate', VM).stdout.strip()} on {destination.name}")
+    return done.stdout
 
 
 def run_demo(lab: Lab) -> None:
@@ -105,7 +113,7 @@ def run_demo(lab: Lab) -> None:
     step(f"opting {VM} in on h1 and starting it")
     h1.run(["sh", "-c", f"sed 's|<name>lab-virtio-vga</name>|<name>{VM}</name>|' {VM_XML} "
                         f"> /tmp/{VM}.xml && virsh define /tmp/{VM}.xml"], check=True)
-    show(h1.run(["/opt/ncdma/bin/ncdma", "enable", VM, "--bars", "vram", "--migration", "skip"],
+    show(h1.run(["/opt/ncdma/bin/ncdma", "enable", VM, "--bars", "vram", "--migration", "copy"],
                 check=True))
     began = time.monotonic()
     h1.virsh("start", VM)
@@ -118,11 +126,22 @@ def run_demo(lab: Lab) -> None:
     print_plan(h1, uuid)
     step("ncdma status on h1: the guard's slots table, checked against QEMU's flat view")
     show(wait_for_status(h1))
-    step("live migration h1 -> h2 -> h1 (virsh, qemu+ssh)")
-    migrate(h1, h2)
+    step("ncdma migrate h1 -> h2 (policy copy; progress on stderr, like virsh --verbose)")
+    print(ncdma_migrate(h1, h2, "--verbose").rstrip())
+    step("ncdma status on h2: the guard there tagged the new vram slot before the resume")
     print_plan(h2, uuid)
     show(wait_for_status(h2))
-    migrate(h2, h1)
+    step("ncdma migrate h2 -> h1 (--p2p), and its summary")
+    summary = json.loads(ncdma_migrate(h2, h1, "--p2p", "--json"))
+    for phase in summary["phases"]:
+        print(f"  {phase['phase']:<13} {phase['seconds'] * 1e3:8.1f} ms")
+    print(f"  downtime      {summary['downtime_ms']['total']:8.1f} ms (libvirt "
+          f"{summary['downtime_ms']['libvirt']:.1f} ms + tagged slots and checks "
+          f"{summary['downtime_ms']['after_memory']:.1f} ms)")
+    for slot in summary["slots"]:
+        print(f"  slot {slot['gpa']:#x}+{slot['size']:#x} {slot['owner']}: {slot['action']}, "
+              f"sha256 {slot['sha256_source'][:16]}.. on h2, "
+              f"{slot['sha256_destination'][:16]}.. on h1, flushed with {slot['flush']}")
     step("what this lab cannot show")
     print("  The kernel here rejects KVM_MEM_NON_COHERENT_DMA and the CPU is not Intel: the\n"
           "  guard runs in audit mode, so the vram slot is journaled as selected ('tag') but\n"

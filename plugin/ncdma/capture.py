@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ncdma.settings import Settings
-from ncdma.slotmem import SlotMemoryError, capture
+from ncdma.slotmem import SlotMemoryError, capture, preallocate
 
 REQUEST_FILE = "capture.json"
 RESULT_FILE = "captured.json"
@@ -63,6 +63,8 @@ def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
     directory = migration_dir(settings, uuid)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(mode=0o700, parents=True)
+    for slot in slots:  # allocated now, while the guest runs, not during the downtime
+        preallocate(directory / slot.data_name, slot.size)
     _write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]})
     return directory
 
@@ -83,8 +85,7 @@ def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.L
     for record in request.get("slots", []):
         slot = SlotRef(**record)
         try:
-            data, transfer = capture(qemu_pid, slot.hva, slot.size)
-            (directory / slot.data_name).write_bytes(data)
+            transfer = capture(qemu_pid, slot.hva, slot.size, directory / slot.data_name)
         except (SlotMemoryError, OSError) as err:
             error = f"slot {slot.slot:#x} at {slot.gpa:#x}: {err}"
             log.error("capture %s: %s", uuid, error)

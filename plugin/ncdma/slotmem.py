@@ -84,7 +84,8 @@ class SlotMemory:
             raise SlotMemoryError(f"cannot open {path} ({mapping.path}): {err.strerror}",
                                   "run as root (map_files needs CAP_SYS_ADMIN)") from None
         try:
-            self.map = mmap.mmap(descriptor, size, mmap.MAP_SHARED,
+            # populated up front: a page fault per 4 KiB would cost more than the copy
+            self.map = mmap.mmap(descriptor, size, mmap.MAP_SHARED | mmap.MAP_POPULATE,
                                  mmap.PROT_READ | mmap.PROT_WRITE,
                                  offset=mapping.offset + hva - mapping.start)
         finally:
@@ -96,23 +97,27 @@ class SlotMemory:
         """Unmap (QEMU's own mapping is untouched)."""
         self.map.close()
 
-    def read_flushed(self) -> bytes:
-        """The slot's content as DRAM holds it: caches invalidated first."""
+    def copy_out(self, target: int) -> None:
+        """Copy the slot, as DRAM holds it (caches invalidated first), to ``target``."""
         flush_range(self.address, self.size)
-        return self.map[:]
+        ctypes.memmove(target, self.address, self.size)
 
-    def write_flushed(self, data: bytes) -> None:
-        """Store ``data`` and write it back to DRAM, where a non-snooping device reads."""
-        if len(data) != self.size:
-            raise SlotMemoryError(f"{len(data)} bytes for a slot of {self.size}",
-                                  "the source and destination slots differ in size")
-        self.map[:] = data
+    def copy_in(self, source: int) -> None:
+        """Copy ``size`` bytes from ``source`` into the slot and write them back to DRAM,
+        where a non-snooping device reads."""
+        ctypes.memmove(self.address, source, self.size)
         flush_range(self.address, self.size)
+
+    def digest(self) -> str:
+        """sha256 of the slot as DRAM holds it."""
+        flush_range(self.address, self.size)
+        with memoryview(self.map) as view:
+            return hashlib.sha256(view).hexdigest()
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """What one flushed read or write moved, and how fast."""
+    """What one flushed copy moved, and how fast (checksum excluded)."""
 
     size: int
     sha256: str
@@ -120,31 +125,49 @@ class Transfer:
 
     @property
     def gbps(self) -> float:
-        """Throughput of the copy itself (checksum excluded), GB/s."""
+        """Throughput of the copy itself, GB/s."""
         return self.size / self.seconds / 1e9 if self.seconds > 0 else 0.0
 
 
-def capture(pid: int, hva: int, size: int) -> tuple[bytes, Transfer]:
-    """Read a slot of QEMU ``pid`` with cache flushes; its bytes and the transfer."""
-    memory = SlotMemory(pid, hva, size)
+def preallocate(path: Path, size: int) -> None:
+    """Create ``path`` with ``size`` bytes allocated, so that a later capture into it
+    (while the guest is paused) pays no page allocation."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        began = time.perf_counter()
-        data = memory.read_flushed()
-        seconds = time.perf_counter() - began
+        os.posix_fallocate(descriptor, 0, size)
     finally:
+        os.close(descriptor)
+
+
+def capture(pid: int, hva: int, size: int, target: Path) -> Transfer:
+    """Copy a slot of QEMU ``pid`` into the file ``target`` (preallocated), caches flushed."""
+    memory = SlotMemory(pid, hva, size)
+    descriptor = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(descriptor).st_size < size:
+            os.posix_fallocate(descriptor, 0, size)
+        with mmap.mmap(descriptor, size, mmap.MAP_SHARED | mmap.MAP_POPULATE) as output:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(output))
+            began = time.perf_counter()
+            memory.copy_out(address)
+            seconds = time.perf_counter() - began
+            with memoryview(output) as view:
+                digest = hashlib.sha256(view).hexdigest()
+    finally:
+        os.close(descriptor)
         memory.close()
-    return data, Transfer(size, hashlib.sha256(data).hexdigest(), seconds)
+    return Transfer(size, digest, seconds)
 
 
 def restore(pid: int, hva: int, data: bytes) -> Transfer:
-    """Write ``data`` into a slot of QEMU ``pid`` with cache flushes, then read it back
-    (flushed again) for the checksum: what a device would now read."""
+    """Write ``data`` into a slot of QEMU ``pid`` with cache flushes, then checksum the slot
+    as DRAM holds it: what a device would now read."""
     memory = SlotMemory(pid, hva, len(data))
     try:
         began = time.perf_counter()
-        memory.write_flushed(data)
+        memory.copy_in(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0)
         seconds = time.perf_counter() - began
-        digest = hashlib.sha256(memory.read_flushed()).hexdigest()
+        digest = memory.digest()
     finally:
         memory.close()
     return Transfer(len(data), digest, seconds)

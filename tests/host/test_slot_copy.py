@@ -10,11 +10,12 @@ import mmap
 import os
 import select
 import socket
+from pathlib import Path
 
 import pytest
 
 from ncdma import cacheflush, seccomp
-from ncdma.slotmem import SlotMemoryError, capture, restore
+from ncdma.slotmem import SlotMemoryError, capture, preallocate, restore
 from ncdma.wrapper import with_machine_option
 
 SIZE = 4 << 20
@@ -58,33 +59,36 @@ def _finish(pid: int, link: socket.socket) -> str:
     return digest
 
 
-def test_a_shared_slot_is_read_and_written_through_map_files() -> None:
+def test_a_shared_slot_is_read_and_written_through_map_files(tmp_path: Path) -> None:
     pid, link, address, _ = _child_with_memory(shared=True)
-    data, transfer = capture(pid, address, SIZE)
-    assert data == PATTERN and transfer.sha256 == hashlib.sha256(PATTERN).hexdigest()
+    target = tmp_path / "slot.bin"
+    preallocate(target, SIZE)
+    transfer = capture(pid, address, SIZE, target)
+    assert target.read_bytes() == PATTERN
+    assert transfer.sha256 == hashlib.sha256(PATTERN).hexdigest()
     new = os.urandom(SIZE)
     written = restore(pid, address, new)
     assert written.sha256 == hashlib.sha256(new).hexdigest()
     assert _finish(pid, link) == written.sha256, "the child sees what was written"
 
 
-def test_private_anonymous_memory_is_refused_with_the_way_out() -> None:
+def test_private_anonymous_memory_is_refused_with_the_way_out(tmp_path: Path) -> None:
     pid, link, address, _ = _child_with_memory(shared=False)
     with pytest.raises(SlotMemoryError, match="private anonymous memory") as error:
-        capture(pid, address, SIZE)
+        capture(pid, address, SIZE, tmp_path / "slot.bin")
     assert "aux-ram-share" in error.value.hint
     _finish(pid, link)
 
 
-def test_exit_group_waits_for_the_guard_with_the_memory_still_mapped() -> None:
+def test_exit_group_waits_for_the_guard_with_the_memory_still_mapped(tmp_path: Path) -> None:
     pid, link, address, listener = _child_with_memory(shared=True, trap_exit=True)
     link.send(b"g")
     assert link.recv(64)
     assert select.select([listener], [], [], 5)[0], "exit_group was not trapped"
     note = seccomp.receive(listener)
     assert note.nr == seccomp.NR_EXIT_GROUP_X86_64
-    data, _ = capture(pid, address, SIZE)  # the process is exiting, its memory is still there
-    assert data == PATTERN
+    capture(pid, address, SIZE, tmp_path / "slot.bin")  # exiting, its memory still there
+    assert (tmp_path / "slot.bin").read_bytes() == PATTERN
     assert seccomp.answer_continue(listener, note.id)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
 

@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 from ncdma.errors import NcdmaError, UsageError
 
 _TIMEOUT_S = 60.0
+# OpenSSH's default ciphers, AES-GCM first: with AES-NI it carries slots ~1.5x faster
+CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 
 
 class PeerError(NcdmaError):
@@ -50,7 +52,7 @@ class SshTarget:
 
     def options(self, control: Path | None) -> list[str]:
         """ssh's options: no prompts, a bounded wait, the shared connection if any."""
-        argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+        argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-c", CIPHERS]
         if control is not None:
             argv += ["-o", f"ControlPath={control}"]
         if self.port:
@@ -63,39 +65,30 @@ class SshTarget:
 class Peer:
     """The destination's ``ncdma peer`` commands, over one shared SSH connection.
 
-    The connection (an ssh master, ``-M``) is opened once by :meth:`open` and every
-    command runs through it: one handshake per migration, not one per command.
+    The first command opens an ssh master connection (ControlMaster=auto) that the
+    others reuse: one handshake per migration, not one per command. :meth:`close` ends it.
     """
 
     def __init__(self, target: SshTarget, ncdma: str, control_dir: Path) -> None:
         self.target = target
         self.ncdma = ncdma
-        self.control_dir = control_dir
-        self.control: Path | None = None
+        self.control = control_dir / f"ssh-{os.getpid()}"
 
-    def open(self) -> None:
-        """Open the shared connection (best effort: without it each command connects)."""
-        self.control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        control = self.control_dir / f"ssh-{os.getpid()}"
-        try:
-            done = subprocess.run(["ssh", "-M", "-f", "-N", *self.target.options(control)],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, timeout=_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return  # the commands will say what is wrong
-        self.control = control if done.returncode == 0 else None
+    def _ssh(self, *extra: str) -> list[str]:
+        self.control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return ["ssh", "-o", "ControlMaster=auto", "-o", "ControlPersist=120", *extra,
+                *self.target.options(self.control)]
 
     def close(self) -> None:
-        """Close the shared connection."""
-        if self.control is not None:
-            subprocess.run(["ssh", "-O", "exit", *self.target.options(self.control)],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=_TIMEOUT_S, check=False)
-            self.control = None
+        """End the shared connection, if one was opened."""
+        if self.control.exists():
+            subprocess.run(self._ssh("-O", "exit"), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=_TIMEOUT_S, check=False)
 
     def _run(self, arguments: list[str], data: bytes | None = None,
              answers_on_failure: bool = False) -> dict[str, Any]:
-        argv = ["ssh", *self.target.options(self.control), "--", self.ncdma, *arguments]
+        argv = [*self._ssh(), "--", self.ncdma, *arguments]
         try:
             done = subprocess.run(argv, input=data, capture_output=True, timeout=_TIMEOUT_S,
                                   check=False, stdin=None if data is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class Migration:
                          settings.state_dir / "ssh")
         self.summary = Summary(self.domain.name(), options.desturi)
         self.memory_done = 0.0
+        self.dconn: Future[libvirt.virConnect]
 
     def _phase(self, name: str, detail: str = "") -> None:
         self.summary.begin(name)
@@ -104,11 +106,13 @@ class Migration:
 
     def run(self) -> Summary:
         """Preflight, then (unless --dry-run) migrate; the summary says what happened."""
-        self.peer.open()
-        try:
-            return self._run()
-        finally:
-            self.peer.close()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # the destination's libvirt connection opens while the preflight runs
+            self.dconn = pool.submit(libvirt.open, self.options.desturi)
+            try:
+                return self._run()
+            finally:
+                self.peer.close()
 
     def _run(self) -> Summary:
         self._phase("preflight")
@@ -162,7 +166,7 @@ class Migration:
         self._phase("memory")
         flags, params = self._flags(decision), self._params(decision)
         try:
-            dconn = libvirt.open(self.options.desturi)
+            dconn = self.dconn.result()
         except libvirt.libvirtError as err:
             capture.disarm(self.settings, self.uuid)
             raise libvirt_error(err, f"cannot connect to {self.options.desturi}") from None
