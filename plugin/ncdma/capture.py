@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,15 @@ def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.L
     slots, error = [], None
     for record in request.get("slots", []):
         slot = SlotRef(**record)
+        began = time.perf_counter()
         try:
             transfer = capture(qemu_pid, slot.hva, slot.size, directory / slot.data_name)
         except (SlotMemoryError, OSError) as err:
             error = f"slot {slot.slot:#x} at {slot.gpa:#x}: {err}"
             log.error("capture %s: %s", uuid, error)
             break
-        slots.append({**record, "sha256": transfer.sha256, "seconds": transfer.seconds})
+        slots.append({**record, "sha256": transfer.sha256, "seconds": transfer.seconds,
+                      "held_seconds": time.perf_counter() - began})
         log.info("capture %s: slot %#x %#x bytes in %.1f ms, sha256 %s", uuid, slot.slot,
                  slot.size, transfer.seconds * 1e3, transfer.sha256[:16])
     _write_json(directory / RESULT_FILE, {"slots": slots, "error": error})

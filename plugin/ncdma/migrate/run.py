@@ -238,7 +238,8 @@ class Migration:
             there = restored.get(source["gpa"], {})
             entry.update(sha256_source=source["sha256"],
                          sha256_destination=there.get("sha256"),
-                         capture_seconds=source["seconds"], restore_seconds=there.get("seconds"),
+                         capture_seconds=source["seconds"], held_seconds=source["held_seconds"],
+                         restore_seconds=there.get("seconds"),
                          flush=answer.get("flush"))
             if there.get("sha256") != source["sha256"]:
                 raise self._left_paused(f"slot {source['gpa']:#x} differs after the copy")
@@ -278,6 +279,8 @@ class Migration:
             self._phase("switchover")
             if not self.options.suspend:
                 destination.resume()
+            self.summary.downtime_ms["source_capture"] = 1e3 * sum(
+                slot.get("held_seconds", 0.0) for slot in self.summary.slots)
             self.summary.downtime_ms["after_memory"] = (time.monotonic() - self.memory_done) * 1e3
             self.summary.downtime_ms["total"] = sum(self.summary.downtime_ms.values())
             capture.disarm(self.settings, self.uuid)
