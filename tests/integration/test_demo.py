@@ -20,5 +20,10 @@ def test_demo_runs_the_main_job(lab) -> None:
     assert "h1: mode audit (requested enforce), devices video0" in out
     assert "guard: alive" in out and "video0 vram (0000:00:02.0/vga.vram)" in out
     assert "every journaled slot matches a KVM range in QEMU's flat view" in out
-    assert "h1 -> h2:" in out and "now running on h2" in out and "now running on h1" in out
+    assert "ncdma-demo -> qemu+ssh://127.0.0.12/system: migrated (copy)" in out
+    assert "now running on h2" in out and "now running on h1" in out
+    assert "the guard there tagged the new vram slot" in out
+    h2_status = out.split("ncdma status on h2")[1].split("ncdma migrate h2 -> h1")[0]
+    assert "tag       -     video0 vram (0000:00:02.0/vga.vram)" in h2_status
+    assert "flushed with clflush" in out and "tagged slots" in out
     assert lab.is_up(), "the demo leaves a lab it found up as it was"
