@@ -1,7 +1,10 @@
 /* bartoggle: put virtio-vga's vram BAR 0 at BAR_ADDR, then turn the device's memory decode on and
  * off TOGGLES times. Each "on" makes QEMU map vga.vram (8 MiB of RAM): one KVM memslot created;
  * each "off" deletes it. Build symbols: TOGGLES (default 100), BAR_ADDR (default 0xe0000000,
- * 8 MiB aligned, above the 128 MiB of RAM the tests give). Exits with STATUS_TOGGLE_DONE. */
+ * 8 MiB aligned, above the 128 MiB of RAM the tests give), HOLD (default 0). Exits with
+ * STATUS_TOGGLE_DONE; with HOLD > 0 it instead maps vram, waits HOLD seconds of real time
+ * (RTC), unmaps and maps it once more (a fresh slot, created after a guard had time to read
+ * the BAR) and halts forever with it mapped, for a test to inspect the VM. */
         .include "guest.inc"
 
         .ifndef TOGGLES
@@ -9,6 +12,9 @@
         .endif
         .ifndef BAR_ADDR
         .set BAR_ADDR, 0xe0000000
+        .endif
+        .ifndef HOLD
+        .set HOLD, 0
         .endif
 
 start:
@@ -26,7 +32,49 @@ start:
         outw %ax, %dx                   /* off: unmapped */
         dec %edi
         jmp 1b
-2:      guest_exit STATUS_TOGGLE_DONE
+2:
+        .if HOLD
+        mov $PCI_COMMAND_MEMORY, %ax
+        outw %ax, %dx                   /* on: vram mapped for HOLD seconds */
+        mov $HOLD, %edi
+        call rtc_wait
+        mov $PCI_COMMAND, %ecx
+        call pci_select
+        xor %ax, %ax
+        outw %ax, %dx                   /* off, then on for good */
+        mov $PCI_COMMAND_MEMORY, %ax
+        outw %ax, %dx
+        halt_forever
+        .else
+        guest_exit STATUS_TOGGLE_DONE
+        .endif
+
+        .if HOLD
+        .set CMOS_INDEX_PORT, 0x70
+        .set CMOS_DATA_PORT, 0x71
+
+/* rtc_wait: return once the RTC's seconds register changed EDI times (EDI - 1 to EDI seconds
+ * of real time, however slowly the guest runs). Clobbers EAX, ECX, DX, EDI. */
+rtc_wait:
+        call rtc_seconds
+        mov %al, %cl
+1:      call rtc_seconds
+        cmp %al, %cl
+        je 1b
+        mov %al, %cl
+        dec %edi
+        jnz 1b
+        ret
+
+/* rtc_seconds: AL = CMOS register 0 (the RTC's seconds). Clobbers DX. */
+rtc_seconds:
+        mov $CMOS_INDEX_PORT, %dx
+        xor %al, %al
+        outb %al, %dx
+        mov $CMOS_DATA_PORT, %dx
+        inb %dx, %al
+        ret
+        .endif
 
         .include "pci.inc"
         reset_vector

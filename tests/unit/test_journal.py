@@ -49,3 +49,10 @@ def test_cross_check_names_slots_missing_from_the_flat_view() -> None:
     flat[1]["kvm"] = True
     assert cross_check(journal, flat) == ()
     assert cross_check(journal, None) == ()
+
+
+def test_cross_check_leaves_smm_slots_alone() -> None:
+    # address space 1 (SMM) maps RAM under the VGA window, which "memory" does not show
+    journal = {"slots": [{"slot": 0x10000, "gpa": 0, "size": 0xC0000}]}
+    flat = [{"start": 0, "size": 0xA0000, "name": "pc.ram", "kvm": True}]
+    assert cross_check(journal, flat) == ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import libvirt
 import pytest
 
@@ -9,7 +11,7 @@ from ncdma.cli import build_parser
 from ncdma.migrate.channel import SshTarget
 from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.job import Progress
-from ncdma.migrate.progress import progress_text
+from ncdma.migrate.progress import ProgressDisplay, progress_text
 
 
 def options(*argv: str) -> MigrateOptions:
@@ -68,3 +70,30 @@ def test_progress_line() -> None:
     assert progress.percent == 75.0 and progress.eta_s == 0.5
     assert progress_text("memory", progress) == \
         "memory        75.0%  25.0 MiB left  50.0 MiB/s  ETA 0.5 s"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_one_updating_line_and_a_pipe_gets_plain_lines() -> None:
+    progress = Progress.from_stats({"memory_total": 4 << 20, "memory_remaining": 1 << 20,
+                                    "memory_bps": 1 << 20}, 3.0, True)
+    terminal = _Terminal()
+    display = ProgressDisplay(terminal, verbose=False)
+    display.phase("memory")
+    display.update("memory", progress)
+    display.update("memory", progress)
+    display.phase("verify")
+    assert terminal.getvalue().count("\r\033[K") == 2
+    assert "(source paused by --timeout)" in terminal.getvalue()
+    assert terminal.getvalue().endswith("ETA 1.0 s  (source paused by --timeout)\nverify\n")
+    pipe = io.StringIO()
+    plain = ProgressDisplay(pipe, verbose=True)
+    plain.update("memory", progress)
+    plain.update("memory", progress)  # within the period: not repeated
+    assert pipe.getvalue().count("\n") == 1 and "\r" not in pipe.getvalue()
+    quiet = io.StringIO()
+    ProgressDisplay(quiet, verbose=False).update("memory", progress)
+    assert quiet.getvalue() == ""

@@ -172,6 +172,15 @@ def test_a_destination_without_the_hook_is_refused_before_anything_moves(
     assert running_on(opted_in) == ["h1"]
 
 
+def test_an_unreachable_destination_is_refused_in_the_preflight(opted_in: OptedIn) -> None:
+    start(opted_in, "copy")
+    done = opted_in.ncdma("h1", "migrate", opted_in.name, "qemu+ssh://127.0.0.99/system",
+                          "--live")
+    assert done.returncode == 1
+    assert "cannot reach 127.0.0.99 over SSH" in done.stderr and "Traceback" not in done.stderr
+    assert running_on(opted_in) == ["h1"]
+
+
 def _migrate_in_background(domain: OptedIn, *options: str) -> subprocess.Popen[str]:
     host = domain.lab.host("h1")
     uri = f"qemu+ssh://{domain.lab.host('h2').address}/system"
