@@ -1,0 +1,33 @@
+#!/bin/busybox sh
+# /init of the patched-kernel lab's initramfs (lab/kernel/initramfs.py packs it with a
+# static busybox). It mounts this machine's root read-only over 9p (tag hostroot), gives it
+# writable tmpfs at /tmp /run /var/tmp, mounts the run's writable share (tag report) at
+# /run/lab, runs the driver `python -m lab.kernel.inside` from the checkout in a chroot,
+# and powers off. The kernel command line sets lab_python, lab_repo, lab_kernel and
+# lab_selftest.
+/bin/busybox --install -s /bin
+export PATH=/bin
+say() { echo "lab-init: $*"; }
+stop() { say "$*"; sync; poweroff -f; }
+
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+p9=trans=virtio,version=9p2000.L,msize=512000
+mkdir -p /newroot
+mount -t 9p -o "$p9,ro,cache=loose" hostroot /newroot || stop "cannot mount the host root"
+for dir in tmp run var/tmp; do
+  mount -t tmpfs -o mode=1777 tmpfs "/newroot/$dir" || stop "cannot mount tmpfs at /$dir"
+done
+mkdir /newroot/run/lab
+mount -t 9p -o "$p9" report /newroot/run/lab || stop "cannot mount the report share"
+mount --bind /dev /newroot/dev
+mount -t proc proc /newroot/proc
+mount -t sysfs sysfs /newroot/sys
+mkdir -p /newroot/dev/shm
+
+say "kernel $(uname -r), driver starting"
+chroot /newroot /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp LC_ALL=C.UTF-8 \
+  PYTHONDONTWRITEBYTECODE=1 /bin/sh -c \
+  "cd '$lab_repo' && exec '$lab_python' -m lab.kernel.inside --kernel '$lab_kernel' \
+   --selftest '$lab_selftest' --out /run/lab"
+stop "driver exited with status $?"
