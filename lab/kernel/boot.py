@@ -1,7 +1,8 @@
 """Boot a lab kernel under TCG with this machine's root shared read-only, collect the report.
 
 The guest (``-cpu max``: AMD with SVM and nested paging under TCG) gets the host's ``/``
-over virtio-9p with ``readonly=on`` and a per-run writable share. Its /init (init.sh) runs
+over virtio-9p with ``readonly=on``, the checkout likewise (at its own path: a clone under
+/tmp would be hidden by the guest's tmpfs there), and a per-run writable share. Its /init (init.sh) runs
 ``python -m lab.kernel.inside`` from this checkout, which writes ``report.json`` into the
 share and powers off. The serial console goes to ``console.log`` in the run directory.
 """
@@ -38,7 +39,8 @@ class NestedRun:
 
 
 def qemu_argv(recipe: Recipe, initramfs: Path, share: Path, console: Path) -> list[str]:
-    """The outer QEMU's command line: TCG, the kernel, the two 9p shares, a serial log."""
+    """The outer QEMU's command line: TCG, the kernel, the three 9p shares (this machine's
+    root and the checkout, read-only; the run's report directory), a serial log."""
     selftest = Recipe(Variant.PATCHED, recipe.source_version).selftest  # the same in both
     append = (f"console=ttyS0 panic=-1 lab_python={sys.executable} lab_repo={REPO} "
               f"lab_kernel={recipe.variant.value} lab_selftest={selftest}")
@@ -48,6 +50,8 @@ def qemu_argv(recipe: Recipe, initramfs: Path, share: Path, console: Path) -> li
             "-kernel", str(recipe.bzimage), "-initrd", str(initramfs), "-append", append,
             "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+            "-fsdev", f"local,id=repo,path={REPO},security_model=none,readonly=on,multidevs=remap",
+            "-device", "virtio-9p-pci,fsdev=repo,mount_tag=repo",
             "-fsdev", f"local,id=report,path={share},security_model=none",
             "-device", "virtio-9p-pci,fsdev=report,mount_tag=report"]
 

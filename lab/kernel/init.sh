@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the patched-kernel lab's initramfs (lab/kernel/initramfs.py packs it with a
 # static busybox). It mounts this machine's root read-only over 9p (tag hostroot), gives it
-# writable tmpfs at /tmp /run /var/tmp, mounts the run's writable share (tag report) at
+# writable tmpfs at /tmp /run /var/tmp, mounts the checkout (tag repo) read-only at its own
+# path (it may lie under /tmp), mounts the run's writable share (tag report) at
 # /run/lab, runs the driver `python -m lab.kernel.inside` from the checkout in a chroot,
 # and powers off. The kernel command line sets lab_python, lab_repo, lab_kernel and
 # lab_selftest.
@@ -18,6 +19,9 @@ mount -t 9p -o "$p9,ro,cache=loose" hostroot /newroot || stop "cannot mount the 
 for dir in tmp run var/tmp; do
   mount -t tmpfs -o mode=1777 tmpfs "/newroot/$dir" || stop "cannot mount tmpfs at /$dir"
 done
+# the checkout (with its .venv) at its own path, even under /tmp (a clone in CI)
+mkdir -p "/newroot$lab_repo" 2>/dev/null
+mount -t 9p -o "$p9,ro,cache=loose" repo "/newroot$lab_repo" || stop "cannot mount the checkout"
 mkdir /newroot/run/lab
 mount -t 9p -o "$p9" report /newroot/run/lab || stop "cannot mount the report share"
 mount --bind /dev /newroot/dev

@@ -22,7 +22,7 @@ from typing import Any
 import libvirt
 
 from ncdma import capture
-from ncdma.domain import with_emulator
+from ncdma.domain import parse_domain, with_emulator
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.migrate.channel import Peer, PeerError, SshTarget
 from ncdma.migrate.job import MigrationFailed, MigrationJob
@@ -35,6 +35,8 @@ from ncdma.settings import Settings
 from ncdma.virt import libvirt_error
 
 _CAPTURE_WAIT_S = 15.0
+# the definition as libvirt migrates it, passwords included (virsh's --xml files have them)
+_XML_FLAGS = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
 
 
 class MigrationRefused(NcdmaError):
@@ -147,18 +149,18 @@ class Migration:
 
     def _params(self, decision: Decision) -> dict[str, Any]:
         """libvirt's parameters; for an opted-in domain, its XML names the destination's
-        wrapper (hosts may install ncdma at different paths; libvirt checks <emulator>
-        before any hook runs there)."""
+        wrapper when that differs (hosts may install ncdma at different paths, and libvirt
+        checks <emulator> before any hook runs there)."""
         xml = _read_xml_option(self.options.xml)
         wrapper = (decision.destination or {}).get("wrapper_path")
-        if not decision.source.opted_in or not wrapper:
+        live = xml or self.domain.XMLDesc(_XML_FLAGS)
+        if not decision.source.opted_in or not wrapper \
+                or parse_domain(live.encode()).emulator == wrapper:
             return self.options.params(xml)
-        live = xml or self.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         params = self.options.params(with_emulator(live.encode(), wrapper))
         if self.options.persistent:
             params["persistent_xml"] = with_emulator(self.domain.XMLDesc(
-                libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE).encode(),
-                wrapper)
+                _XML_FLAGS | libvirt.VIR_DOMAIN_XML_INACTIVE).encode(), wrapper)
         return params
 
     def _memory(self, decision: Decision) -> libvirt.virDomain:
