@@ -9,7 +9,6 @@ slot's bytes in the header's order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -60,9 +59,10 @@ def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     for slot in header.get("slots", []):
         target = _tagged_slot(journal, slot["gpa"], slot["size"])
         data = stream.read(slot["size"])
-        if len(data) != slot["size"] or hashlib.sha256(data).hexdigest() != slot["sha256"]:
-            raise NcdmaError(f"slot at {slot['gpa']:#x} arrived damaged or short",
-                             "retry the migration")
+        if len(data) != slot["size"]:
+            raise NcdmaError(f"slot at {slot['gpa']:#x} arrived short", "retry the migration")
+        # no checksum of the arrival: the slot's checksum after the write (what a device
+        # reads) is compared with the source's, which also catches a damaged stream
         transfer = restore(journal["qemu_pid"], target["hva"], data)
         restored.append({"gpa": slot["gpa"], "size": slot["size"], "slot": target["slot"],
                          "flag_set": target["flag_set"], "sha256": transfer.sha256,
