@@ -311,6 +311,9 @@ def run_guard(task: GuardTask, settings: Settings) -> int:
     Called in a process of its own (the guard service forks one per domain).
     """
     sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
+    # qemu.qmp logs a failed handshake (QEMU exiting as the guard connects) as an error on
+    # the service's stderr; the layout thread reports QMP failures in ncdma's log itself
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
     log = configure_logging(settings, "guard")
     try:
         return _serve(task, settings, log)
