@@ -92,7 +92,8 @@ def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.L
             error = f"slot {slot.slot:#x} at {slot.gpa:#x}: {err}"
             log.error("capture %s: %s", uuid, error)
             break
-        slots.append({**record, "sha256": transfer.sha256, "seconds": transfer.seconds,
+        slots.append({**record, "file": slot.data_name, "sha256": transfer.sha256,
+                      "seconds": transfer.seconds,
                       "held_seconds": time.perf_counter() - began})
         log.info("capture %s: slot %#x %#x bytes in %.1f ms, sha256 %s", uuid, slot.slot,
                  slot.size, transfer.seconds * 1e3, transfer.sha256[:16])

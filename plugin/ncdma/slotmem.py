@@ -123,11 +123,6 @@ class Transfer:
     sha256: str
     seconds: float
 
-    @property
-    def gbps(self) -> float:
-        """Throughput of the copy itself, GB/s."""
-        return self.size / self.seconds / 1e9 if self.seconds > 0 else 0.0
-
 
 def preallocate(path: Path, size: int) -> None:
     """Create ``path`` with ``size`` bytes allocated, so that a later capture into it

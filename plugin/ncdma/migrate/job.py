@@ -33,7 +33,6 @@ class Progress:
     remaining_bytes: int
     total_bytes: int
     rate_bps: int
-    iteration: int
     suspended: bool
 
     @property
@@ -48,7 +47,7 @@ class Progress:
         remaining = int(stats.get("memory_remaining", total))
         percent = 100.0 * (total - remaining) / total if total else 0.0
         return cls(elapsed_s, percent, remaining, total, int(stats.get("memory_bps", 0)),
-                   int(stats.get("memory_iteration", 0)), suspended)
+                   suspended)
 
 
 class MigrationJob:
@@ -60,7 +59,6 @@ class MigrationJob:
         self.error: libvirt.libvirtError | None = None
         self.suspended_at: float | None = None
         self.started = 0.0
-        self.finished = 0.0
         self._thread = threading.Thread(target=self._run, name="ncdma-migrate", daemon=True)
 
     def _run(self) -> None:
@@ -68,8 +66,6 @@ class MigrationJob:
             self._call()
         except libvirt.libvirtError as err:
             self.error = err
-        finally:
-            self.finished = time.monotonic()
 
     def start(self) -> None:
         """Begin the migration."""

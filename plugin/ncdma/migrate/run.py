@@ -227,10 +227,7 @@ class Migration:
         header = {"slots": [{key: slot[key] for key in ("gpa", "size", "sha256")}
                             for slot in captured["slots"]]}
         chunks = [json.dumps(header).encode() + b"\n"]
-        for slot in captured["slots"]:
-            chunks.append((directory / capture.SlotRef(**{
-                key: slot[key] for key in ("slot", "gpa", "size", "hva", "owner")}).data_name)
-                .read_bytes())
+        chunks.extend((directory / slot["file"]).read_bytes() for slot in captured["slots"])
         try:
             answer = self.peer.receive(self.uuid, b"".join(chunks))
         except PeerError as err:
