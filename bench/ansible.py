@@ -12,8 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from lab.playbook import Run, ping, playbook
 from bench.timing import lab_up, runs_argument
-from tests.integration.ansible.playbook import Run, ping, playbook
 
 REPO = Path(__file__).parents[1]
 FIRST_TARGET_S, RERUN_TARGET_S = 120.0, 30.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.timing import command, median_ms, print_rows
 from ncdma.kvm.device import KvmDevice
 from ncdma.kvm.probe import probe_kernel
+from bench.timing import command, median_ms, print_rows
 
 PROBE_TARGET_MS = 20.0
 CHECK_TARGET_MS = 300.0

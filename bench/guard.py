@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ncdma.verdict import Mode
-from tests.guests.build import build_guest
-from tests.host.guarded import QEMU, GuardedHost, guarded_host
+from ncdma.model.verdict import Mode
+from lab.guarded import QEMU, GuardedHost, guarded_host
+from lab.guests.build import build_guest
 
 # QEMU's own seccomp sandbox, as libvirt starts every QEMU (qemu.conf seccomp_sandbox):
 # the baseline is QEMU as it really runs; ncdma's filter stacks on top of it.

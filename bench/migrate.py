@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.timing import lab_up, runs_argument
+from ncdma.linux.slotmem import capture, preallocate, restore
+from ncdma.migrate.channel import CIPHERS
 from lab.install import build_wheels, install_ncdma, uninstall_ncdma
 from lab.lab import Lab
-from ncdma.migrate.channel import CIPHERS
-from ncdma.slotmem import capture, preallocate, restore
+from bench.timing import lab_up, runs_argument
 
 REPO = Path(__file__).parents[1]
 NCDMA = "/opt/ncdma/bin/ncdma"

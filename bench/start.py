@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.timing import lab_up, runs_argument
 from lab.install import build_wheels, install_ncdma, uninstall_ncdma
 from lab.lab import Lab
+from bench.timing import lab_up, runs_argument
 
 REPO = Path(__file__).parents[1]
 PLAIN, OPTED_IN = "bench-plain", "bench-ncdma"

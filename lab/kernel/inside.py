@@ -27,12 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG, KVM_MEM_LOG_DIRTY_PAGES
+from ncdma.kvm.abi import KVM_MEM_LOG_DIRTY_PAGES
 from ncdma.kvm.device import KvmDevice
-from ncdma.verdict import Mode
+from ncdma.model.verdict import Mode
+from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
 
-from tests.guests.build import build_guest
-from tests.host.guarded import GuardedHost, guarded_host
+from lab.guarded import GuardedHost, guarded_host
+from lab.guests.build import build_guest
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_SCHEMA_VERSION = 1

@@ -2,6 +2,6 @@
 
 import sys
 
-from ncdma.cli import main
+from ncdma.cli.main import main
 
 sys.exit(main())

@@ -27,11 +27,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ncdma.config import parse_flag_value
 from ncdma.errors import ConfigError, UsageError
-from ncdma.kvm.abi import DEFAULT_NON_COHERENT_DMA_FLAG
 
 DEFAULT_PATH = Path("/etc/ncdma/ncdma.conf")
+
+# The seed series' flag. Bit 3 is free upstream, but other unmerged series claimed it
+# too, so every user of the flag takes its value from these settings.
+DEFAULT_NON_COHERENT_DMA_FLAG = 1 << 3
+# Memslot flags defined upstream (bits 0..2 as of v6.19-rc1: KVM_MEM_LOG_DIRTY_PAGES,
+# KVM_MEM_READONLY, KVM_MEM_GUEST_MEMFD in :mod:`ncdma.kvm.abi`): never ours.
+UPSTREAM_MEMSLOT_FLAGS = 0b111
+_HIGHEST_FLAG_BIT = 31  # memslot flags are a __u32
 SECTION = "ncdma"
 _MAX_TIMEOUT_S = 300.0
 
@@ -133,3 +139,26 @@ def load_settings(path: Path | None = None) -> Settings:
         raise ConfigError(f"{path}: unknown section [{extra[0]}]", f"use only [{SECTION}]")
     values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
     return _parse(path, values)
+
+
+def parse_flag_value(text: str) -> int:
+    """Parse the KVM_MEM_NON_COHERENT_DMA value: one bit, 3..31, decimal or 0x-hex.
+
+    Shared by the command line and the configuration file.
+
+    :raise UsageError: When the text is not such a value.
+    """
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"flag value {text!r} is not a number",
+                         "give one bit as decimal or hex, for example 8 or 0x8") from None
+    if value <= 0 or value & (value - 1) or value.bit_length() - 1 > _HIGHEST_FLAG_BIT:
+        raise UsageError(f"flag value {text!r} is not a single bit of a 32-bit memslot flags word",
+                         "give one bit, for example 8 (1 << 3, the series' value)")
+    if value & UPSTREAM_MEMSLOT_FLAGS:
+        raise UsageError(f"flag value {text!r} is an upstream memslot flag "
+                         "(LOG_DIRTY_PAGES, READONLY or GUEST_MEMFD)",
+                         "give the bit your patched kernel uses for KVM_MEM_NON_COHERENT_DMA, "
+                         "by default 8")
+    return value

@@ -19,12 +19,13 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from ncdma import seccomp
 from ncdma.errors import NcdmaError
-from ncdma.plan import Plan
+from ncdma.kvm.abi import MEMSLOT_IOCTLS
+from ncdma.linux import seccomp
+from ncdma.model.plan import Plan
+from ncdma.model.verdict import Mode
 from ncdma.settings import Settings, load_settings
-from ncdma.state import read_plan
-from ncdma.verdict import Mode
+from ncdma.store.state import read_plan
 
 _ANSWER_TIMEOUT_S = 10.0
 
@@ -75,7 +76,7 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
         raise WrapperError(f"the guard service is not reachable at {path}: {err.strerror}",
                            "start it (`ncdma guardd`, or the ncdma-guardd service)") from None
     with connection:
-        listener = seccomp.install_memslot_filter(trap_exit=plan.share_device_ram)
+        listener = seccomp.install_ioctl_filter(MEMSLOT_IOCTLS, trap_exit=plan.share_device_ram)
         request = {"uuid": plan.uuid, "pid": os.getpid(), "listener_fd": listener}
         try:
             socket.send_fds(connection, [json.dumps(request).encode()], [listener])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ncdma.verdict import Mode
-from tests.guests.build import build_guest, exit_code
-from tests.host.guarded import GuardedHost, guarded_host
+from ncdma.model.verdict import Mode
+from lab.guarded import GuardedHost, guarded_host
+from lab.guests.build import build_guest, exit_code
 
 ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
 

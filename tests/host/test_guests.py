@@ -1,4 +1,4 @@
-"""The firmware-only guests of tests/guests under this machine's QEMU 7.2 and KVM.
+"""The firmware-only guests of lab/guests under this machine's QEMU 7.2 and KVM.
 
 A Linux guest does not boot under this machine's KVM (FACTS.md), so these tiny guests drive the
 real memslot paths: QEMU's `kvm_set_user_memory` trace shows every memslot ioctl it makes.
@@ -18,9 +18,9 @@ import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from ncdma.kvm import abi
-from tests.guests.build import (GUESTS, IMAGE_SIZE, RESET_VECTOR, build_guest, exit_code,
-                                reset_vector_jump)
-from tests.guests.trace import MemslotEvent, memslot_events
+from lab.guests.build import (GUESTS, IMAGE_SIZE, RESET_VECTOR, build_guest, exit_code,
+    reset_vector_jump)
+from lab.guests.trace import MemslotEvent, memslot_events
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 MACHINE = (QEMU, "-machine", "pc,accel=kvm", "-display", "none", "-nodefaults",

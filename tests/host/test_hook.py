@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ncdma import hook
-from ncdma.domain import parse_domain
+from ncdma.hook import entry as hook
+from ncdma.virt.domain import parse_domain
 
 REPO = Path(__file__).parents[2]
 WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"

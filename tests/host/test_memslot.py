@@ -6,7 +6,7 @@ import ctypes
 import os
 
 from ncdma.kvm import abi
-from ncdma.memslot import ProcessMemory
+from ncdma.kvm.memslot import ProcessMemory
 
 
 def test_only_the_flags_word_changes() -> None:

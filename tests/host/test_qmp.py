@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from ncdma.errors import QmpError
-from ncdma.layout import FlatRange, GpuDevice, Layout
-from ncdma.qmp import connect, disconnect, discover_layout, discover_layout_sync, flat_view, session
+from ncdma.model.layout import FlatRange, GpuDevice, Layout
+from ncdma.qmp.client import (connect, disconnect, discover_layout, discover_layout_sync, flat_view,
+    session)
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 MIB = 1 << 20

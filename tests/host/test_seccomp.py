@@ -12,8 +12,9 @@ import struct
 
 import pytest
 
-from ncdma import seccomp
 from ncdma.kvm import abi
+from ncdma.kvm.abi import MEMSLOT_IOCTLS
+from ncdma.linux import seccomp
 
 
 def _child(body) -> tuple[int, socket.socket]:
@@ -23,7 +24,7 @@ def _child(body) -> tuple[int, socket.socket]:
     if pid == 0:
         parent.close()
         try:
-            listener = seccomp.install_memslot_filter()
+            listener = seccomp.install_ioctl_filter(MEMSLOT_IOCTLS)
             socket.send_fds(child, [b"l"], [listener])
             os.close(listener)
             child.recv(1)
@@ -106,7 +107,7 @@ def test_a_new_supervisor_takes_the_listener_back_and_answers_what_was_left() ->
     pid = os.fork()
     if pid == 0:  # keeps its own copy of the listener, as QEMU does
         parent.close()
-        listener = seccomp.install_memslot_filter()
+        listener = seccomp.install_ioctl_filter(MEMSLOT_IOCTLS)
         socket.send_fds(child, [struct.pack("i", listener)], [listener])
         child.recv(1)
         os._exit(body())
@@ -125,7 +126,7 @@ def test_a_new_supervisor_takes_the_listener_back_and_answers_what_was_left() ->
 
 
 def test_filter_program_traps_only_x86_64_ioctl_with_the_two_requests() -> None:
-    program = seccomp.memslot_filter()
+    program = seccomp.ioctl_filter(MEMSLOT_IOCTLS)
     assert len(program) == 9
     assert {instruction.k for instruction in program if instruction.code == 0x15} == {
         seccomp.AUDIT_ARCH_X86_64, seccomp.NR_IOCTL_X86_64,

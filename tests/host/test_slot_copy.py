@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ncdma import cacheflush, seccomp
-from ncdma.slotmem import SlotMemoryError, capture, preallocate, restore
+from ncdma.kvm.abi import MEMSLOT_IOCTLS
+from ncdma.linux import cacheflush
+from ncdma.linux import seccomp
+from ncdma.linux.slotmem import SlotMemoryError, capture, preallocate, restore
 from ncdma.wrapper import with_machine_option
 
 SIZE = 4 << 20
@@ -41,7 +43,7 @@ def _child_with_memory(shared: bool, trap_exit: bool = False):
                 memory = mmap.mmap(-1, SIZE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             memory[:] = PATTERN
             address = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-            fds = [seccomp.install_memslot_filter(trap_exit=True)] if trap_exit else []
+            fds = [seccomp.install_ioctl_filter(MEMSLOT_IOCTLS, trap_exit=True)] if trap_exit else []
             socket.send_fds(child, [str(address).encode()], fds)
             child.recv(1)
             child.send(hashlib.sha256(memory[:]).hexdigest().encode())
@@ -94,8 +96,8 @@ def test_exit_group_waits_for_the_guard_with_the_memory_still_mapped(tmp_path: P
 
 
 def test_the_exit_trapping_filter_adds_exactly_exit_group() -> None:
-    plain = {i.k for i in seccomp.memslot_filter() if i.code == 0x15}
-    trapping = {i.k for i in seccomp.memslot_filter(trap_exit=True) if i.code == 0x15}
+    plain = {i.k for i in seccomp.ioctl_filter(MEMSLOT_IOCTLS) if i.code == 0x15}
+    trapping = {i.k for i in seccomp.ioctl_filter(MEMSLOT_IOCTLS, trap_exit=True) if i.code == 0x15}
     assert trapping - plain == {seccomp.NR_EXIT_GROUP_X86_64}
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import errno
 
-from ncdma.cpu import CpuInfo
-from ncdma.host import HostReport
 from ncdma.kvm.probe import IoctlAnswer, KernelProbe
+from ncdma.model.hostreport import CpuInfo
+from ncdma.model.hostreport import HostReport
 
 INTEL_EPT = CpuInfo("GenuineIntel", "Intel Xeon", vmx=True, ept=True, svm=False, self_snoop=True)
 AMD = CpuInfo("AuthenticAMD", "AMD EPYC", vmx=False, ept=False, svm=True, self_snoop=False)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from ncdma.classify import Action, classify
-from ncdma.layout import BarWindow, GpuDevice, Layout, RamBlock
-from ncdma.memslot import Memslot
+from ncdma.guard.classify import classify
+from ncdma.kvm.memslot import Memslot
+from ncdma.model.layout import BarWindow, GpuDevice, Layout, RamBlock
+from ncdma.model.slot import Action
 
 RAM_GPA, RAM_SIZE = 0, 128 << 20
 RAM_HVA = 0x7F00_0000_0000

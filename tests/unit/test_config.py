@@ -2,8 +2,8 @@
 
 import pytest
 
-from ncdma.config import parse_flag_value
 from ncdma.errors import UsageError
+from ncdma.settings import parse_flag_value
 
 
 @pytest.mark.parametrize("text, value", [("8", 8), ("0x8", 8), ("0x10", 16), ("0x80000000", 1 << 31)])
@@ -21,3 +21,12 @@ def test_invalid_values_name_the_problem_and_the_fix(text, problem) -> None:
         parse_flag_value(text)
     assert problem in caught.value.message
     assert "8" in caught.value.hint
+
+
+def test_upstream_flags_in_settings_are_kvms() -> None:
+    """settings (base) spells the upstream bits without importing kvm; they must agree."""
+    from ncdma.kvm import abi
+    from ncdma.settings import UPSTREAM_MEMSLOT_FLAGS
+
+    assert UPSTREAM_MEMSLOT_FLAGS == (abi.KVM_MEM_LOG_DIRTY_PAGES | abi.KVM_MEM_READONLY
+                                      | abi.KVM_MEM_GUEST_MEMFD)

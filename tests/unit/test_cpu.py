@@ -1,6 +1,6 @@
 """/proc/cpuinfo parsing."""
 
-from ncdma.cpu import parse_cpuinfo
+from ncdma.host.cpu import parse_cpuinfo
 
 INTEL = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ncdma.domain import parse_domain, parse_size
 from ncdma.errors import DomainXmlError, PolicyError
-from ncdma.policy import Bar, Migration, PolicyMode
+from ncdma.model.policy import Bar, Migration, PolicyMode
+from ncdma.virt.domain import parse_domain, parse_size
 
 EXAMPLES = Path(__file__).parents[2] / "xml/examples"
 

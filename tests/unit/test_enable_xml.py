@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from ncdma.domain import parse_domain
-from ncdma.enable import disable_xml, enable_xml
 from ncdma.errors import NcdmaError, PolicyError
-from ncdma.policy import Migration, PolicyMode
+from ncdma.model.policy import Migration, PolicyMode
+from ncdma.virt.domain import parse_domain
+from ncdma.virt.enable import disable_xml, enable_xml
 
 LAB = (Path(__file__).parents[2] / "xml/examples/lab-virtio-vga.xml").read_text()
 WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ncdma.classify import Action, Decision
-from ncdma.journal import EVENTS_KEPT, Journal, read_journal
-from ncdma.memslot import Memslot
-from ncdma.status import cross_check
+from ncdma.kvm.memslot import Memslot
+from ncdma.model.slot import Action, Decision
+from ncdma.store.journal import EVENTS_KEPT, Journal, read_journal
+from ncdma.store.status import cross_check
 
 TAG = Decision(Action.TAG, "selected", "video0 vram")
 KEEP = Decision(Action.KEEP, "re-issue")

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ncdma.layout import (BarWindow, Layout, QomGpu, build_layout, device_path, gpu_children,
-                          is_gpu_driver, parse_flat_view, parse_pci, parse_ramblocks,
-                          parse_version)
+from ncdma.model.layout import (BarWindow, Layout, QomGpu, build_layout, device_path, gpu_children,
+    is_gpu_driver, parse_flat_view, parse_pci, parse_ramblocks, parse_version)
 
 DATA = Path(__file__).parent / "data"
 MIB = 1 << 20

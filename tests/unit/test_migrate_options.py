@@ -7,10 +7,10 @@ import io
 import libvirt
 import pytest
 
-from ncdma.cli import build_parser
+from ncdma.cli.main import build_parser
 from ncdma.migrate.channel import SshTarget
-from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.job import Progress
+from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.progress import ProgressDisplay, progress_text
 
 

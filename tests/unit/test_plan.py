@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ncdma.domain import Domain, GpuDevice
-from ncdma.plan import Plan, Refusal, decide_plan
-from ncdma.policy import Bar, Policy, PolicyMode
+from ncdma.model.domain import Domain, GpuDevice
+from ncdma.model.plan import Plan, Refusal, decide_plan
+from ncdma.model.policy import Bar, Policy, PolicyMode
+from ncdma.model.verdict import Mode, Verdict
 from ncdma.settings import Settings
-from ncdma.verdict import Mode, Verdict
 
 SETTINGS = Settings(wrapper=Path("/usr/local/libexec/ncdma/ncdma-qemu"))
 VGA = GpuDevice("video0", "virtio-vga", "0000:00:02.0", 64 << 20, False, False, "video")

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from ncdma.errors import PolicyError
-from ncdma.policy import ELEMENT, NAMESPACE, Bar, Migration, Policy, PolicyMode, parse_policy
+from ncdma.model.policy import ELEMENT, NAMESPACE, Bar, Migration, Policy, PolicyMode, parse_policy
 
 SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parents[2] / "xml/ncdma-metadata.rng")))
 

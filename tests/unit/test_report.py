@@ -2,8 +2,8 @@
 
 import json
 
-from ncdma.report import SCHEMA_VERSION, check_json, check_text
-from ncdma.verdict import decide
+from ncdma.cli.check import SCHEMA_VERSION, check_json, check_text
+from ncdma.model.verdict import decide
 from tests.unit.hostreports import PATCHED_INTEL, UNPATCHED_AMD, variant
 
 

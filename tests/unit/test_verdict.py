@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from ncdma.kvm.probe import IoctlAnswer
-from ncdma.verdict import Mode, decide
+from ncdma.model.verdict import Mode, decide
 from tests.unit.hostreports import AMD, INTEL_EPT, PATCHED_INTEL, UNPATCHED_AMD, kernel_probe, variant
 
 

@@ -64,6 +64,9 @@ KVM_SET_USER_MEMORY_REGION = _iow(0x46, ctypes.sizeof(UserspaceMemoryRegion))
 KVM_SET_USER_MEMORY_REGION2 = _iow(0x49, ctypes.sizeof(UserspaceMemoryRegion2))
 KVM_ENABLE_CAP = _iow(0xA3, ctypes.sizeof(EnableCap))
 
+# The ioctls the guard traps (seccomp) and answers.
+MEMSLOT_IOCTLS = (KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2)
+
 MEMSLOT_IOCTL_NAMES = {
     KVM_SET_USER_MEMORY_REGION: "KVM_SET_USER_MEMORY_REGION",
     KVM_SET_USER_MEMORY_REGION2: "KVM_SET_USER_MEMORY_REGION2",
@@ -75,11 +78,6 @@ KVM_API_VERSION = 12
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
 KVM_MEM_GUEST_MEMFD = 1 << 2
-UPSTREAM_MEMSLOT_FLAGS = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_GUEST_MEMFD
-
-# The seed series' flag. Bit 3 is free upstream, but other unmerged series claimed it
-# too, so every user of the flag takes its value from configuration.
-DEFAULT_NON_COHERENT_DMA_FLAG = 1 << 3
 
 KVM_CAP_DISABLE_QUIRKS2 = 213
 KVM_CAP_USER_MEMORY2 = 231

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ncdma.errors import KvmError
 from ncdma.kvm import abi
 from ncdma.kvm.device import DEFAULT_DEVICE, KvmDevice, VmFd
+from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
 
 _PROBE_SLOT = 0
 _PROBE_GPA = 0x100000
@@ -90,7 +91,7 @@ def _try_flag(vm: VmFd, flag: int, hva: int, size: int, v2: bool) -> int:
     return answer
 
 
-def probe_kernel(flag: int = abi.DEFAULT_NON_COHERENT_DMA_FLAG,
+def probe_kernel(flag: int = DEFAULT_NON_COHERENT_DMA_FLAG,
                  device: str = DEFAULT_DEVICE) -> KernelProbe:
     """Ask the running kernel, with real ioctls, whether it accepts ``flag`` on a memslot.
 

@@ -1,6 +1,7 @@
-"""`ncdma migrate`: live migration like `virsh migrate`, safe for tagged (non-coherent) slots.
+"""Feature: `ncdma migrate`, both ends: live migration like `virsh migrate`, safe for tagged
+(non-coherent) slots; :mod:`.peer` is the destination's side, run over SSH.
 
-Layers, each its own module: :mod:`.options` (virsh's options to libvirt's flags and
+One job per module: :mod:`.options` (virsh's options to libvirt's flags and
 parameters), :mod:`.preflight` (what the source and the destination say, and the pure
 decision of what to do), :mod:`.channel` (SSH to the destination's ``ncdma peer``),
 :mod:`.job` (libvirt's migration job: progress, --timeout, abort), :mod:`.progress`

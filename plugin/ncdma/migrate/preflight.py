@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ncdma.migrate.options import MigrateOptions
-from ncdma.verdict import Mode
+from ncdma.model.verdict import Mode
 
 _MODE_RANK = {Mode.NONE.value: 0, Mode.AUDIT.value: 1, Mode.ENFORCE.value: 2}
 

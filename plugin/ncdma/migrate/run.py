@@ -2,7 +2,7 @@
 
 copy: the migration runs with VIR_MIGRATE_PAUSED, so the destination stays paused after
 libvirt's switchover. The source's guard reads the tagged slots when the source QEMU
-exits (:mod:`ncdma.capture`); they go over SSH to the destination's ``ncdma peer
+exits (:mod:`ncdma.guard.capture`); they go over SSH to the destination's ``ncdma peer
 receive``, which writes them (caches flushed) and checksums them; the destination's
 `ncdma status` must show the slots tagged; only then is the guest resumed (unless
 --suspend). Up to libvirt's switchover any failure leaves the source running with its
@@ -21,8 +21,6 @@ from typing import Any
 
 import libvirt
 
-from ncdma import capture
-from ncdma.domain import parse_domain, with_emulator
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.migrate.channel import Peer, PeerError, SshTarget
 from ncdma.migrate.job import MigrationFailed, MigrationJob
@@ -32,7 +30,9 @@ from ncdma.migrate.progress import ProgressDisplay
 from ncdma.migrate.source import gather_source
 from ncdma.migrate.summary import Summary
 from ncdma.settings import Settings
-from ncdma.virt import libvirt_error
+from ncdma.store import capture
+from ncdma.virt.connect import libvirt_error
+from ncdma.virt.domain import parse_domain, with_emulator
 
 _CAPTURE_WAIT_S = 15.0
 # the definition as libvirt migrates it, passwords included (virsh's --xml files have them)

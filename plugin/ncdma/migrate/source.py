@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ncdma.domain import parse_domain
-from ncdma.journal import read_journal
 from ncdma.migrate.preflight import SourceFacts, TaggedSlot
 from ncdma.settings import Settings
-from ncdma.state import guard_pid, read_plan
+from ncdma.store.journal import read_journal
+from ncdma.store.state import guard_pid, read_plan
+from ncdma.virt.domain import parse_domain
 
 
 def gather_source(settings: Settings, name: str, uuid: str, xml: str) -> SourceFacts:

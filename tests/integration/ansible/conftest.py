@@ -11,7 +11,7 @@ import pytest
 
 from lab import Lab, config
 from lab.host import Host
-from tests.integration.ansible.playbook import Run, playbook
+from lab.playbook import Run, playbook
 
 # What an SSH login and Ansible's own machinery write on any run, whatever the play does:
 # Ansible's remote temporary directory and sshd's login records.

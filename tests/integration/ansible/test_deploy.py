@@ -12,8 +12,8 @@ import pytest
 
 from lab import Lab
 from lab.host import Host
+from lab.playbook import Run, playbook
 from tests.integration.ansible.conftest import deploy, host_files
-from tests.integration.ansible.playbook import Run, playbook
 from tests.integration.ncdma.conftest import OptedIn
 
 pytestmark = pytest.mark.lab

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from lab import Lab
+from lab.playbook import playbook
 from tests.integration.ansible.conftest import host_files
-from tests.integration.ansible.playbook import playbook
 
 pytestmark = pytest.mark.lab
 

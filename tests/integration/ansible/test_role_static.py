@@ -6,7 +6,7 @@ import importlib.util
 
 import yaml
 
-from tests.integration.ansible.playbook import ANSIBLE_DIR, run
+from lab.playbook import ANSIBLE_DIR, run
 
 ROLE = ANSIBLE_DIR / "roles" / "ncdma"
 

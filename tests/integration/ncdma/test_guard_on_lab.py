@@ -104,9 +104,9 @@ def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn
 def _write_plan(host, domain: str, mode: str, name: str) -> None:
     """The plan the prepare hook would write, written by hand (forcing a mode past the hook)."""
     host.run(["/opt/ncdma/bin/python3", "-c",
-              "from ncdma.plan import Plan; from ncdma.policy import PolicyMode; "
-              "from ncdma.verdict import Mode; from ncdma.settings import load_settings; "
-              "from ncdma.state import write_plan; "
+              "from ncdma.model.plan import Plan; from ncdma.model.policy import PolicyMode; "
+              "from ncdma.model.verdict import Mode; from ncdma.settings import load_settings; "
+              "from ncdma.store.state import write_plan; "
               f"write_plan(load_settings(), Plan('{name}', '{domain}', PolicyMode.ENFORCE, "
               f"Mode('{mode}'), False, ('vram',), 'refuse', 8, '/usr/bin/qemu-system-x86_64', "
               "('video0',), ()))"], check=True)

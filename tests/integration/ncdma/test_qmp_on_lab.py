@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from ncdma.model.layout import FlatRange, GpuDevice, Layout
+from ncdma.qmp.client import discover_layout, discover_layout_sync, flat_view, session
 from lab import Lab
 from lab.host import Host
-from ncdma.layout import FlatRange, GpuDevice, Layout
-from ncdma.qmp import discover_layout, discover_layout_sync, flat_view, session
 
 pytestmark = pytest.mark.lab
 

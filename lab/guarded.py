@@ -1,0 +1,84 @@
+"""A guarded QEMU on this machine, without libvirt: the guard service, a plan, the wrapper.
+
+This is what libvirt does on a host (tests/integration does it through libvirt): the
+hook writes a plan, libvirt execs the wrapper with QEMU's arguments, the wrapper attaches
+the guard through the service. Here the test writes the plan the hook would write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ncdma.model.plan import Plan
+from ncdma.model.policy import PolicyMode
+from ncdma.model.verdict import Mode
+from ncdma.settings import load_settings
+from ncdma.store.state import write_plan
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+class GuardedHost:
+    """A state directory, a config naming it, and a running guard service."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "ncdma.conf"
+        self.config.write_text(f"[ncdma]\nstate_dir = {root}/state\nlog_file = {root}/ncdma.log\n"
+                               f"syslog = no\nqemu = {QEMU}\n")
+        self.env = {**os.environ, "NCDMA_CONFIG": str(self.config)}
+        self.settings = load_settings(self.config)
+        self.service: subprocess.Popen[bytes] | None = None
+
+    def start_service(self) -> None:
+        self.service = subprocess.Popen([sys.executable, "-m", "ncdma", "guardd"], env=self.env,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.settings.guard_socket.exists():
+            assert time.monotonic() < deadline, "the guard service did not start"
+            time.sleep(0.05)
+
+    def stop_service(self) -> None:
+        if self.service is not None:
+            self.service.terminate()
+            self.service.wait(10)
+
+    def plan(self, mode: Mode, bars: Sequence[str] = ("vram",), require: bool = False) -> str:
+        """Write the plan the prepare hook would write; return the domain's UUID."""
+        domain = str(uuid.uuid4())
+        write_plan(self.settings, Plan(f"vm-{domain[:8]}", domain, PolicyMode.ENFORCE, mode,
+                                       require, tuple(bars), "refuse", self.settings.flag, QEMU,
+                                       ("video0",), ()))
+        return domain
+
+    def wrapper_argv(self, domain: str, *qemu_args: str) -> list[str]:
+        """The wrapper's command line as libvirt would give it (QEMU's own arguments)."""
+        wrapper = Path(sys.executable).with_name("ncdma-qemu")
+        return [str(wrapper), "-uuid", domain, "-machine", "pc,accel=kvm", "-display", "none",
+                "-nodefaults", *qemu_args]
+
+    def journal(self, domain: str) -> dict[str, Any]:
+        return json.loads((self.settings.domain_dir(domain) / "slots.json").read_text())
+
+    def log(self) -> str:
+        path = self.root / "ncdma.log"
+        return path.read_text() if path.exists() else ""
+
+
+@contextmanager
+def guarded_host(root: Path) -> Iterator[GuardedHost]:
+    host = GuardedHost(root)
+    host.start_service()
+    try:
+        yield host
+    finally:
+        host.stop_service()  # guards are separate processes: each ends with its QEMU

@@ -1,0 +1,1 @@
+"""Entry point: the ``ncdma`` command line (:mod:`.main`) and its views for people."""

@@ -1,0 +1,257 @@
+"""The ``ncdma`` command line. The only module that prints.
+
+Exit status of every command: 0 ok, 1 refused or failed, 2 usage error.
+``ncdma check``: 0 = enforce possible, 1 = audit only or no mode, 2 = usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from ncdma import __version__
+from ncdma.cli.check import check_json, check_text
+from ncdma.errors import NcdmaError, UsageError
+from ncdma.host.report import gather_host_report
+from ncdma.host.versions import qemu_and_libvirt_versions
+from ncdma.kvm.device import DEFAULT_DEVICE
+from ncdma.migrate.options import add_arguments as add_migrate_arguments
+from ncdma.model.policy import Bar, Migration, PolicyMode
+from ncdma.model.verdict import Mode, decide
+from ncdma.settings import parse_flag_value
+from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
+from ncdma.settings import load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("ncdma")
+
+
+def _flag_argument(text: str) -> int:
+    """argparse type for --flag: turns UsageError into argparse's own usage error."""
+    try:
+        return parse_flag_value(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``ncdma check``: probe the host and print the verdict."""
+    report = gather_host_report(args.flag, args.device, qemu_and_libvirt_versions())
+    verdict = decide(report)
+    if args.json:
+        print(json.dumps(check_json(report, verdict), indent=2))
+    else:
+        print(check_text(report, verdict))
+    return EXIT_OK if verdict.mode is Mode.ENFORCE else EXIT_FAILED
+
+
+def run_enable(args: argparse.Namespace) -> int:
+    """``ncdma enable``: opt a defined domain in, or update its policy."""
+    # libvirt-python costs ~30 ms to import: only the commands that talk to libvirt pay it.
+    from ncdma.virt.connect import connection
+    from ncdma.virt.enable import enable_domain
+
+    options = {name: value for name, value in (("mode", args.mode), ("require", args.require),
+               ("migration", args.migration), ("bars", args.bars)) if value is not None}
+    wrapper = load_settings().wrapper
+    with connection(args.connect) as conn:
+        policy, running = enable_domain(conn, args.domain, options, str(wrapper))
+    attributes = " ".join(f"{key}={value}" for key, value in policy.attributes().items()
+                          if key != "emulator")
+    print(f"ncdma enabled on {args.domain}: {attributes}; <emulator> is now {wrapper} "
+          f"(was {policy.emulator})")
+    if running:
+        print(f"{args.domain} is running: the change takes effect at its next start")
+    return EXIT_OK
+
+
+def run_disable(args: argparse.Namespace) -> int:
+    """``ncdma disable``: opt a defined domain out, restoring its definition."""
+    from ncdma.virt.connect import connection
+    from ncdma.virt.enable import disable_domain
+
+    with connection(args.connect) as conn:
+        running = disable_domain(conn, args.domain)
+    print(f"ncdma disabled on {args.domain}: metadata removed, original <emulator> restored")
+    if running:
+        print(f"{args.domain} is running: the change takes effect at its next start")
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``ncdma status``: a running domain's mode, guard and slots."""
+    from ncdma.cli.status import status_text
+    from ncdma.store.status import domain_status, status_json
+
+    status = domain_status(load_settings(), args.domain)
+    if args.json:
+        print(json.dumps(status_json(status), indent=2))
+    else:
+        print(status_text(status))
+    healthy = status.guard_alive and not status.mismatches
+    return EXIT_OK if healthy or status.plan.mode is Mode.NONE else EXIT_FAILED
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """``ncdma migrate``: live-migrate like virsh, carrying tagged slots as the policy says."""
+    from ncdma.migrate.options import MigrateOptions
+    from ncdma.migrate.progress import ProgressDisplay
+    from ncdma.migrate.run import Migration
+    from ncdma.virt.connect import connection
+
+    options = MigrateOptions.from_args(args)
+    display = ProgressDisplay(sys.stderr, options.verbose, quiet=options.json)
+    with connection(args.connect) as conn:
+        migration = Migration(options, load_settings(), conn, display)
+        try:
+            summary = migration.run()
+        except NcdmaError as err:
+            display.close()
+            if options.json:
+                migration.summary.error = str(err)
+                print(json.dumps(migration.summary.to_json(), indent=2))
+            raise
+    display.close()
+    print(json.dumps(summary.to_json(), indent=2) if options.json else summary.to_text())
+    return EXIT_OK
+
+
+def run_peer(args: argparse.Namespace) -> int:
+    """``ncdma peer``: the destination's side of `ncdma migrate` (run over SSH)."""
+    from ncdma.migrate import peer
+
+    settings = load_settings()
+    if args.operation == "preflight":
+        answer = peer.preflight(settings)
+    else:
+        if args.uuid is None:
+            raise UsageError("peer receive needs the domain's UUID")
+        answer = peer.receive(settings, args.uuid, sys.stdin.buffer)
+    print(json.dumps(answer))
+    return EXIT_OK
+
+
+def run_guardd(args: argparse.Namespace) -> int:
+    """``ncdma guardd``: the root guard service, in the foreground."""
+    from ncdma.guard.service import run_service
+
+    return run_service(load_settings())
+
+
+def _domain_command(commands: argparse._SubParsersAction, name: str, summary: str,
+                    description: str) -> argparse.ArgumentParser:
+    """A subcommand that edits one defined domain through libvirt."""
+    command = commands.add_parser(name, help=summary, description=description)
+    command.add_argument("domain", metavar="DOMAIN", help="the domain's name")
+    command.add_argument("-c", "--connect", metavar="URI",
+                         help="libvirt connection URI (default: libvirt's default, as virsh)")
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ncdma command."""
+    parser = argparse.ArgumentParser(
+        prog="ncdma",
+        description="Tag virtio-gpu BAR memslots KVM_MEM_NON_COHERENT_DMA for libvirt/QEMU VMs.",
+        epilog="Exit status: 0 ok, 1 refused or failed, 2 usage error.")
+    parser.add_argument("--version", action="version", version=f"ncdma {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log details and tracebacks to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check", help="report which mode this host can run, and why",
+        description="Probe this host with real KVM ioctls and report whether ncdma can enforce "
+                    "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
+        epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.add_argument("--flag", type=_flag_argument, default=DEFAULT_NON_COHERENT_DMA_FLAG,
+                       metavar="VALUE",
+                       help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default 0x8)")
+    check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
+                       help=f"the KVM device node (default {DEFAULT_DEVICE})")
+    check.set_defaults(handler=run_check)
+
+    enable = _domain_command(
+        commands, "enable", "opt a defined domain in (or update its policy)",
+        "Add ncdma's policy to a defined domain's <metadata> and make ncdma's wrapper its "
+        "<emulator>. Options not given keep their current (or default) value.")
+    enable.add_argument("--mode", choices=[m.value for m in PolicyMode],
+                        help="enforce (default): tag; audit: journal only; off: leave alone")
+    enable.add_argument("--require", choices=["yes", "no"],
+                        help="yes: refuse to start where the mode cannot be honored (default no)")
+    enable.add_argument("--migration", choices=[m.value for m in Migration],
+                        help="what `ncdma migrate` does with tagged slots (default refuse)")
+    enable.add_argument("--bars", metavar="LIST",
+                        help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
+                             " (default hostmem)")
+    enable.set_defaults(handler=run_enable)
+
+    disable = _domain_command(
+        commands, "disable", "opt a defined domain out, restoring it exactly",
+        "Remove ncdma's metadata and restore the domain's original <emulator>.")
+    disable.set_defaults(handler=run_disable)
+
+    status = commands.add_parser(
+        "status", help="a running domain's mode, guard health and memslots",
+        description="Show the mode ncdma runs a domain in and why, whether its guard is alive, "
+                    "and every memslot with the guard's verdict, cross-checked against QEMU's "
+                    "flat view.",
+        epilog="Exit status: 0 guard alive and slots consistent, 1 otherwise, 2 usage error.")
+    status.add_argument("domain", metavar="DOMAIN", help="the domain's name or UUID")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.set_defaults(handler=run_status)
+
+    migrate = commands.add_parser(
+        "migrate", help="live-migrate a domain like `virsh migrate`, tagged slots safely",
+        description="Migrate a running domain the way `virsh migrate` does (same options), "
+                    "after a preflight of both hosts, carrying its tagged (non-coherent) slots "
+                    "as its policy says: skip, copy (cache-flushed, verified) or refuse.",
+        epilog="Exit status: 0 migrated (or --dry-run), 1 refused or failed (the source keeps "
+               "running unless the message says otherwise), 2 usage error.")
+    migrate.add_argument("-c", "--connect", metavar="URI",
+                         help="the source's libvirt URI (default: libvirt's default, as virsh)")
+    add_migrate_arguments(migrate)
+    migrate.set_defaults(handler=run_migrate)
+
+    peer = commands.add_parser(
+        "peer", help="the destination's side of `ncdma migrate` (run by it over SSH)",
+        description="Answer a migrating source: 'preflight' prints this host's readiness as "
+                    "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
+                    "incoming domain's memory, cache-flushed, and prints their checksums.")
+    peer.add_argument("operation", choices=["preflight", "receive"])
+    peer.add_argument("uuid", nargs="?", metavar="UUID", help="the incoming domain (receive)")
+    peer.set_defaults(handler=run_peer)
+
+    guardd = commands.add_parser(
+        "guardd", help="run the guard service (root; started by the system, not by hand)",
+        description="The root service that takes each wrapper's seccomp listener and runs one "
+                    "memslot guard per domain. Runs in the foreground until SIGTERM.")
+    guardd.set_defaults(handler=run_guardd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ncdma command; never lets a traceback reach the operator unless --debug."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="ncdma: %(levelname)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except NcdmaError as err:
+        print(f"ncdma: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("ncdma: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the operator gets one line, --debug the traceback
+        log.debug("internal error", exc_info=True)
+        print(f"ncdma: internal error: {err!r} (run with --debug for details and report it)",
+              file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,40 @@
+"""The human view of `ncdma status DOMAIN`: mode and why, guard health, the slots table."""
+
+from __future__ import annotations
+
+from ncdma.store.status import DomainStatus, kvm_range_name
+
+
+def status_text(status: DomainStatus) -> str:
+    """The human view of `ncdma status`."""
+    plan = status.plan
+    lines = [f"{plan.domain} ({plan.uuid})",
+             f"mode: {plan.mode.value} (requested {plan.requested.value}, "
+             f"require {'yes' if plan.require else 'no'}, bars {','.join(plan.bars)}, "
+             f"flag {plan.flag:#x})"]
+    lines.extend(f"  why: {reason}" for reason in plan.reasons)
+    guard = "alive" if status.guard_alive else "NOT running"
+    lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))
+    journal = status.journal or {}
+    counts, latency = journal.get("counts", {}), journal.get("latency_us", {})
+    if counts:
+        lines.append(f"  decisions {counts.get('tag', 0)} tag, {counts.get('keep', 0)} keep, "
+                     f"{counts.get('untouched', 0)} untouched, {counts.get('delete', 0)} delete;"
+                     f" latency p50 {latency.get('p50', '?')} us, p99 {latency.get('p99', '?')} us")
+    lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} {'flag':<4}  owner")
+    for slot in journal.get("slots", []):
+        end = slot["gpa"] + slot["size"] - 1
+        region = kvm_range_name(slot, status.flatview or []) or "?"
+        owner = slot["owner"] if slot["owner"] and slot["owner"] != "system RAM" else \
+            f"{slot['owner'] or 'QEMU region'} {region}"
+        lines.append(f"  {slot['slot']:>#6x}  {slot['gpa']:#018x}-{end:#014x} "
+                     f"{slot['size']:>#10x}  {slot['action']:<9} "
+                     f"{'set' if slot['flag_set'] else '-':<4}  {owner}")
+    if status.flatview is None:
+        lines.append("flat view: not read yet (the guard reads it over QMP)")
+    elif status.mismatches:
+        lines.append("flat view: MISMATCH")
+        lines.extend(f"  - {problem}" for problem in status.mismatches)
+    else:
+        lines.append("flat view: every journaled slot matches a KVM range in QEMU's flat view")
+    return "\n".join(lines)

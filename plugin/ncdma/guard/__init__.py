@@ -1,0 +1,1 @@
+"""Feature: the memslot guard (seccomp listener, classification, tagging, journal, service)."""

@@ -1,0 +1,39 @@
+"""The guard's side of a capture: read the requested slots while QEMU waits in exit_group.
+
+The request and result files, and why the content is read at exit: :mod:`ncdma.store.capture`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ncdma.linux.slotmem import SlotMemoryError, capture
+from ncdma.settings import Settings
+from ncdma.store.capture import migration_dir, read_request, write_result
+
+
+def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.Logger) -> None:
+    """QEMU waits in exit_group; read every requested slot. Never raises."""
+    requested = read_request(settings, uuid)
+    if requested is None:
+        return  # no migration asked for a copy: QEMU just exits
+    directory = migration_dir(settings, uuid)
+    slots: list[dict[str, Any]] = []
+    error = None
+    for slot in requested:
+        began = time.perf_counter()
+        try:
+            transfer = capture(qemu_pid, slot.hva, slot.size, directory / slot.data_name)
+        except (SlotMemoryError, OSError) as err:
+            error = f"slot {slot.slot:#x} at {slot.gpa:#x}: {err}"
+            log.error("capture %s: %s", uuid, error)
+            break
+        slots.append({**asdict(slot), "file": slot.data_name, "sha256": transfer.sha256,
+                      "seconds": transfer.seconds,
+                      "held_seconds": time.perf_counter() - began})
+        log.info("capture %s: slot %#x %#x bytes in %.1f ms, sha256 %s", uuid, slot.slot,
+                 slot.size, transfer.seconds * 1e3, transfer.sha256[:16])
+    write_result(settings, uuid, slots, error)

@@ -1,0 +1,326 @@
+"""The memslot guard of one domain: answers every trapped memslot ioctl of its QEMU.
+
+For each notification it reads the slot from QEMU's memory, classifies it with the
+layout known at that moment (never asking QEMU: QEMU's thread holds the big lock while it
+waits in the ioctl), sets the flag in enforce mode, answers CONTINUE, then journals.
+Whatever goes wrong inside, the ioctl is answered (untouched) and the error logged.
+
+A layout thread keeps the VM's layout fresh over QEMU's private QMP socket; the
+notification loop only reads the latest snapshot. The guard exits when QEMU exits. A
+guard started with ``--recover`` takes the listener back from QEMU (pidfd_getfd),
+rebuilds its table from the journal and answers a notification its predecessor left.
+
+Run by the guard service, in a process it forks per domain (:func:`run_guard`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import statistics
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ncdma.errors import NcdmaError
+from ncdma.guard.capture import capture_at_exit
+from ncdma.guard.classify import classify
+from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
+from ncdma.kvm.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
+from ncdma.linux import seccomp
+from ncdma.linux.procfs import exiting
+from ncdma.logs import configure_logging
+from ncdma.model.layout import FlatRange, Layout
+from ncdma.model.plan import Plan
+from ncdma.model.slot import Action, Decision
+from ncdma.model.verdict import Mode
+from ncdma.settings import Settings
+from ncdma.store.journal import Journal
+from ncdma.store.state import FLATVIEW_FILE, GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
+
+_PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
+_LATENCIES_KEPT = 4096
+_LATENCY_SUMMARY_PERIOD_S = 0.5
+_IDLE_SUMMARY_MS = 500
+_REFRESH_PERIOD_S = 10.0  # slot changes trigger refreshes; this only catches the rest
+_REFRESH_MIN_INTERVAL_S = 0.2
+_LOST_IDS_TRIED = 4
+
+
+class LayoutWatcher(threading.Thread):
+    """Keeps ``layout`` fresh from QEMU's private QMP socket; never blocks the guard.
+
+    Each refresh also saves QEMU's flat view for `ncdma status` to cross-check the journal.
+    """
+
+    def __init__(self, directory: Path, log: logging.Logger, timeout: float) -> None:
+        super().__init__(name="layout", daemon=True)
+        self.directory = directory
+        self.socket_path = directory / QMP_SOCKET
+        self.log = log
+        self.timeout = timeout
+        self.layout: Layout | None = None
+        self.wanted = threading.Event()
+
+    def run(self) -> None:
+        # Imported here, in the thread: the guard answers QEMU's first ioctls without them.
+        import asyncio
+
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        import asyncio
+
+        from ncdma.qmp.client import connect, discover_layout, flat_view
+
+        # qemu.qmp's reader task ends with EOFError when QEMU exits: not worth a traceback.
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: self.log.debug("layout: %s", context.get("message")))
+        try:
+            client = await connect(str(self.socket_path), self.timeout)
+            os.chmod(self.socket_path, 0o600)  # QEMU made it with its umask: root and QEMU only
+        except (NcdmaError, OSError) as err:
+            self.log.error("layout: %s: slots stay untouched", err)
+            return
+        while True:
+            try:
+                self.layout = await discover_layout(client, self.timeout)
+                self._save_flat_view(await flat_view(client, self.timeout))
+            except NcdmaError as err:
+                self.log.warning("layout: %s", err)
+                if not self.socket_path.exists():
+                    return
+            await asyncio.sleep(_REFRESH_MIN_INTERVAL_S)  # a churning guest: at most so often
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.wanted.wait, _REFRESH_PERIOD_S)
+            self.wanted.clear()
+
+
+    def _save_flat_view(self, ranges: Sequence[FlatRange]) -> None:
+        temporary = self.directory / f".{FLATVIEW_FILE}.tmp"
+        temporary.write_text(json.dumps([
+            {"start": r.start, "size": r.size, "name": r.name, "kind": r.kind, "kvm": r.kvm}
+            for r in ranges]))
+        os.replace(temporary, self.directory / FLATVIEW_FILE)
+
+
+class Guard:
+    """Answers the notifications of one QEMU process."""
+
+    def __init__(self, listener: int, qemu_pid: int, plan: Plan, directory: Path,
+                 log: logging.Logger, watcher: LayoutWatcher | None,
+                 on_exit: Callable[[], None] = lambda: None) -> None:
+        self.listener = listener
+        self.on_exit = on_exit
+        self.qemu_pid = qemu_pid
+        self.plan = plan
+        self.bars = frozenset(plan.bars)
+        self.enforce = plan.mode is Mode.ENFORCE
+        self.log = log
+        self.watcher = watcher
+        self.journal = Journal(directory, plan.mode.value, plan.flag, qemu_pid,
+                               plan.share_device_ram)
+        self.memory: ProcessMemory | None = None
+        self.pending = os.open(directory / PENDING_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                               0o600)
+        self.latencies_us: deque[float] = deque(maxlen=_LATENCIES_KEPT)
+        self.latency_summarised = 0.0
+        self.summary_stale = False
+
+    def _memory(self) -> ProcessMemory:
+        # Opened at the first notification: QEMU has exec'd by then (before, the pid's
+        # memory was the wrapper's).
+        if self.memory is None:
+            self.memory = ProcessMemory(self.qemu_pid)
+        return self.memory
+
+    def decide(self, request: Memslot) -> Decision:
+        """The classifier's decision with what is known right now."""
+        layout = self.watcher.layout if self.watcher else None
+        return classify(request, layout, self.bars, self.journal.tagged)
+
+    def handle(self, note: seccomp.Notification, received: float) -> None:
+        """Answer one notification; always answers, whatever fails."""
+        if note.nr == seccomp.NR_EXIT_GROUP_X86_64:
+            self.handle_exit(note)
+            return
+        request: Memslot | None = None
+        decision: Decision | None = None
+        flag_set = False
+        try:
+            os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
+                                                  self._is_v2(note)), 0)
+            request = self._memory().read_region(note.args[2], self._is_v2(note))
+            decision = self.decide(request)
+            if decision.wants_flag and self.enforce:
+                self._memory().write_flags(note.args[2], request.flags | self.plan.flag)
+                flag_set = True
+        except Exception as err:  # noqa: BLE001 - the ioctl must be answered regardless
+            self.log.error("guard: notification %#x: %r: letting the ioctl run untouched",
+                           note.id, err)
+        seccomp.answer_continue(self.listener, note.id)
+        self.latencies_us.append((time.perf_counter() - received) * 1e6)
+        if request is not None and decision is not None:
+            self._journal(request, decision, flag_set)
+
+    def handle_exit(self, note: seccomp.Notification) -> None:
+        """QEMU (or a thread of it) calls exit_group: run ``on_exit``, then let it exit."""
+        try:
+            self.on_exit()
+        finally:
+            seccomp.answer_continue(self.listener, note.id)
+
+    @staticmethod
+    def _is_v2(note: seccomp.Notification) -> bool:
+        return note.args[1] & 0xFFFFFFFF == KVM_SET_USER_MEMORY_REGION2
+
+    def _journal(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
+        self.journal.record(request, decision, flag_set)
+        if decision.action is Action.TAG:
+            self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
+                          "tagged" if flag_set else "would be tagged (audit)", decision.owner)
+        if self.watcher is not None:
+            self.watcher.wanted.set()  # the layout changed (a BAR may have moved): refresh
+        self._save()
+
+    def _save(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.latency_summarised > _LATENCY_SUMMARY_PERIOD_S:
+            self.journal.latency_us = self.latency_summary()
+            self.latency_summarised = now
+            self.summary_stale = False
+        else:
+            self.summary_stale = True
+        self.journal.save()
+
+    def latency_summary(self) -> dict[str, int]:
+        """p50 and p99 of the recent decision latencies (receive to answer), microseconds."""
+        samples = list(self.latencies_us)
+        if len(samples) < 2:
+            return {"p50": int(samples[0]), "p99": int(samples[0]), "samples": 1} \
+                if samples else {}
+        cuts = statistics.quantiles(samples, n=100)
+        return {"p50": int(cuts[49]), "p99": int(cuts[98]), "samples": len(samples)}
+
+    def resume_pending(self) -> None:
+        """Answer what a dead predecessor left unanswered.
+
+        Either the notification it recorded, or one it received but was killed before
+        recording: ids grow by one per notification, so the next few ids are tried, and the
+        waiting thread's argument is read from /proc (QEMU makes one memslot call at a time).
+        """
+        data = os.pread(self.pending, _PENDING.size, 0)
+        if len(data) < _PENDING.size:
+            return
+        last_id, tid, address, v2 = _PENDING.unpack(data)
+        for candidate in range(last_id, last_id + _LOST_IDS_TRIED):
+            if not seccomp.is_pending(self.listener, candidate):
+                continue
+            if candidate != last_id:
+                found = blocked_memslot_ioctl(self.qemu_pid)
+                if found is None and exiting(self.qemu_pid):
+                    self.handle_exit(seccomp.Notification(
+                        candidate, self.qemu_pid, seccomp.NR_EXIT_GROUP_X86_64,
+                        seccomp.AUDIT_ARCH_X86_64, (0, 0, 0, 0, 0, 0)))
+                    continue
+                if found is None:
+                    self.log.error("guard %s: notification %#x pending but no thread waits in "
+                                   "a memslot ioctl", self.plan.domain, candidate)
+                    continue
+                tid, address, v2 = found
+            self.log.warning("guard %s: answering notification %#x left by the previous guard",
+                             self.plan.domain, candidate)
+            request = KVM_SET_USER_MEMORY_REGION2 if v2 else KVM_SET_USER_MEMORY_REGION
+            self.handle(seccomp.Notification(candidate, tid, seccomp.NR_IOCTL_X86_64,
+                                             seccomp.AUDIT_ARCH_X86_64,
+                                             (0, request, address, 0, 0, 0)),
+                        time.perf_counter())
+
+    def serve(self) -> None:
+        """Answer notifications until QEMU exits."""
+        qemu = seccomp.pidfd_open(self.qemu_pid)
+        poller = select.poll()
+        poller.register(self.listener, select.POLLIN)
+        poller.register(qemu, select.POLLIN)
+        while True:
+            ready = poller.poll(_IDLE_SUMMARY_MS if self.summary_stale else None)
+            if not ready:  # idle: bring the journal's latency summary up to date
+                self._save(final=True)
+            for fd, events in ready:
+                if fd == qemu or events & (select.POLLHUP | select.POLLERR):
+                    self._save(final=True)
+                    self.log.info("guard %s: QEMU exited; decisions %s, latency %s",
+                                  self.plan.domain, dict(self.journal.counts),
+                                  self.journal.latency_us)
+                    return
+                note = seccomp.receive(self.listener)
+                if note is not None:
+                    self.handle(note, time.perf_counter())
+
+
+@dataclass(frozen=True)
+class GuardTask:
+    """What one guard serves: the domain, its QEMU, and where the listener comes from.
+
+    ``listener`` is the inherited fd, or None to take it back from QEMU (``listener_in_qemu``
+    is its number there) after a predecessor died.
+    """
+
+    uuid: str
+    qemu_pid: int
+    listener_in_qemu: int
+    listener: int | None
+
+    @property
+    def recovering(self) -> bool:
+        """A predecessor died: take the listener back and finish what it left."""
+        return self.listener is None
+
+
+def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
+    directory = settings.domain_dir(task.uuid)
+    plan = read_plan(settings, task.uuid)
+    if plan is None:
+        log.error("guard: no plan for domain %s: nothing to guard", task.uuid)
+        return 1
+    listener = task.listener if task.listener is not None else seccomp.pidfd_getfd(
+        seccomp.pidfd_open(task.qemu_pid), task.listener_in_qemu)
+    (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
+    watcher = LayoutWatcher(directory, log, settings.hook_timeout)
+    guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher,
+                  lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log))
+    if task.recovering:
+        guard.journal.load()
+        guard.resume_pending()
+    watcher.start()
+    log.info("guard %s: serving QEMU %d in %s mode (flag %#x, bars %s)%s", plan.domain,
+             task.qemu_pid, plan.mode.value, plan.flag, ",".join(plan.bars),
+             " after taking over" if task.recovering else "")
+    guard.serve()
+    return 0
+
+
+def run_guard(task: GuardTask, settings: Settings) -> int:
+    """Run one guard until its QEMU exits: 0 then (or if QEMU is already gone), 1 on failure.
+
+    Called in a process of its own (the guard service forks one per domain).
+    """
+    sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
+    # qemu.qmp logs a failed handshake (QEMU exiting as the guard connects) as an error on
+    # the service's stderr; the layout thread reports QMP failures in ncdma's log itself
+    logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
+    log = configure_logging(settings, "guard")
+    try:
+        return _serve(task, settings, log)
+    except NcdmaError as err:
+        gone = not os.path.exists(f"/proc/{task.qemu_pid}")
+        log.log(logging.INFO if gone else logging.ERROR, "guard %s: %s%s", task.uuid, err,
+                " (QEMU is gone)" if gone else "")
+        return 0 if gone else 1

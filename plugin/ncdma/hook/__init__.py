@@ -1,0 +1,1 @@
+"""Entry point: the libvirt hook (:mod:`.entry`) and each operation's work (:mod:`.operations`)."""

@@ -1,0 +1,83 @@
+"""The libvirt hook: ncdma's part in every step of an opted-in domain's life.
+
+libvirt runs every executable in /etc/libvirt/hooks/qemu.d/ as
+``HOOK DOMAIN OPERATION SUB-OPERATION EXTRA`` with the domain XML on stdin. Rules this
+module keeps (libvirt's hook documentation, FACTS.md):
+
+- a domain without ncdma metadata costs one substring search: exit 0, nothing written;
+- a non-zero exit aborts the operation and libvirt shows our stderr: one line;
+- ``reconnect`` must never fail (libvirt would kill the running VM), nor ``stopped``/``release``;
+- never call libvirt (deadlock), never leave a child holding libvirt's pipes, finish within
+  ``hook_timeout`` seconds whatever happens;
+- never log the domain XML (it can hold secrets).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from ncdma.errors import NcdmaError
+from ncdma.hook.outcome import HookOutcome
+from ncdma.model.policy import NAMESPACE
+
+NEVER_FAIL = frozenset({"reconnect", "stopped", "release"})
+# Operations ncdma acts on; any other (start, future ones) passes at once.
+HANDLED = frozenset({"prepare", "started", "migrate", "restore"}) | NEVER_FAIL
+_OPT_IN_MARKER = NAMESPACE.encode()
+
+
+class HookTimeout(NcdmaError):
+    """The operation ran past ``hook_timeout``."""
+
+
+def _raise_timeout(signum: int, frame: FrameType | None) -> None:
+    raise HookTimeout("the hook ran out of time", "raise hook_timeout in /etc/ncdma/ncdma.conf")
+
+
+def run(argv: Sequence[str], data: bytes) -> HookOutcome:
+    """Run the hook for libvirt's ``argv`` (without the program name) and stdin ``data``."""
+    if len(argv) < 2:
+        return HookOutcome(2, stderr="usage: HOOK DOMAIN OPERATION SUB-OPERATION EXTRA "
+                                     "(libvirt runs this; domain XML on stdin)")
+    domain_name, operation = argv[0], argv[1]
+    if operation not in HANDLED or _OPT_IN_MARKER not in data:
+        return HookOutcome()
+    # Imported here, past the opt-in check: a domain without ncdma pays for none of it.
+    import logging
+
+    from ncdma.hook.operations import handle
+    from ncdma.logs import configure_logging
+    from ncdma.settings import load_settings
+
+    may_fail = operation not in NEVER_FAIL
+    log = logging.getLogger("ncdma.hook")
+    try:
+        settings = load_settings()
+        log = configure_logging(settings, "hook")
+        signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, settings.hook_timeout)
+        try:
+            return handle(operation, data, settings, log)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except NcdmaError as err:
+        message = f"ncdma: {operation} of {domain_name}: {err}"
+    except Exception as err:  # noqa: BLE001 - libvirt must get one line, never a traceback
+        log.debug("internal error", exc_info=True)
+        message = f"ncdma: {operation} of {domain_name}: internal error: {err!r}"
+    log.error("%s", message)
+    return HookOutcome(1, stderr=message) if may_fail else HookOutcome()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of hooks/qemu.d/50-ncdma: stdin in, one outcome out."""
+    data = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+    outcome = run(sys.argv[1:] if argv is None else argv, data)
+    if outcome.stdout:
+        sys.stdout.write(outcome.stdout)
+    if outcome.stderr:
+        sys.stderr.write(outcome.stderr + "\n")
+    return outcome.status

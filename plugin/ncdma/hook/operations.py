@@ -1,0 +1,110 @@
+"""What each libvirt hook operation does for an opted-in domain (see :mod:`ncdma.hook.entry`).
+
+Imported only once the hook has seen that the domain opts in, so that a domain without
+ncdma costs the hook no more than an interpreter start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from ncdma.hook.outcome import HookOutcome
+from ncdma.host.report import gather_host_report
+from ncdma.host.versions import qemu_has_aux_ram_share
+from ncdma.model.domain import Domain
+from ncdma.model.plan import Plan, Refusal, decide_plan
+from ncdma.model.verdict import Mode, Verdict, decide
+from ncdma.settings import Settings
+from ncdma.store.state import guard_pid, read_plan, remove_domain_state, write_plan
+from ncdma.virt.domain import parse_domain, with_emulator
+
+RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
+
+
+def _host_verdict(settings: Settings) -> Verdict:
+    return decide(gather_host_report(settings.flag))
+
+
+def _state_key(domain: Domain) -> str:
+    return domain.uuid or domain.name
+
+
+def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    decision = decide_plan(domain, _host_verdict(settings), settings)
+    if isinstance(decision, Refusal):
+        log.error("%s", decision.reason)
+        return HookOutcome(1, stderr=decision.reason)
+    if decision is None:
+        log.info("%s: policy mode is off, nothing to do", domain.name)
+        return HookOutcome()
+    if decision.migration == "copy" and decision.mode is not Mode.NONE:
+        decision = replace(decision, share_device_ram=qemu_has_aux_ram_share(decision.emulator))
+    path = write_plan(settings, decision)
+    _log_plan(log, decision, f"plan written to {path}")
+    return HookOutcome()
+
+
+def _log_plan(log: logging.Logger, plan: Plan, what: str) -> None:
+    level = logging.INFO if plan.mode.value == plan.requested.value else logging.WARNING
+    log.log(level, "%s: mode %s (requested %s), devices %s; %s%s", plan.domain, plan.mode.value,
+            plan.requested.value, ",".join(plan.devices) or "none", what,
+            "".join(f"; {reason}" for reason in plan.reasons))
+
+
+def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    plan = read_plan(settings, _state_key(domain))
+    if plan is None or plan.mode is Mode.NONE:
+        return HookOutcome()
+    pid = guard_pid(settings, plan)
+    if pid is not None:
+        log.info("%s: guard %d attached, %s mode", domain.name, pid, plan.mode.value)
+        return HookOutcome()
+    missing = f"ncdma: {domain.name} runs without its memslot guard (see the ncdma log)"
+    if plan.require:
+        log.error("%s; its policy requires the guard: stopping it", missing)
+        return HookOutcome(1, stderr=f"{missing}: its policy says require='yes'")
+    log.warning("%s; running unguarded", missing)
+    return HookOutcome()
+
+
+def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
+             log: logging.Logger) -> HookOutcome:
+    decision = decide_plan(domain, _host_verdict(settings), settings, RECEIVING[operation])
+    if isinstance(decision, Refusal):
+        log.error("%s", decision.reason)
+        return HookOutcome(1, stderr=decision.reason)
+    if decision is None or domain.emulator == str(settings.wrapper):
+        return HookOutcome()
+    log.info("%s: %s with <emulator> rewritten to this host's wrapper %s", domain.name,
+             operation, settings.wrapper)
+    return HookOutcome(stdout=with_emulator(data, str(settings.wrapper)))
+
+
+def _reconnect(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    plan = read_plan(settings, _state_key(domain))
+    host = _host_verdict(settings)
+    if plan is None:
+        log.warning("%s: reconnected without a plan (started before ncdma was installed?)",
+                    domain.name)
+    else:
+        _log_plan(log, plan, f"reconnected; this host now allows {host.mode.value}")
+    return HookOutcome()
+
+
+def handle(operation: str, data: bytes, settings: Settings, log: logging.Logger) -> HookOutcome:
+    """Run one hook operation for an opted-in domain's XML ``data``."""
+    domain = parse_domain(data)
+    if domain.policy is None:
+        return HookOutcome()
+    if operation == "prepare":
+        return _prepare(domain, settings, log)
+    if operation == "started":
+        return _started(domain, settings, log)
+    if operation in RECEIVING:
+        return _receive(domain, data, operation, settings, log)
+    if operation == "reconnect":
+        return _reconnect(domain, settings, log)
+    if operation in ("stopped", "release"):
+        remove_domain_state(settings, _state_key(domain))
+    return HookOutcome()

@@ -1,0 +1,1 @@
+"""Adapter: the host probe (CPU, KVM modules, kernel probe, QEMU and libvirt versions)."""

@@ -1,0 +1,1 @@
+"""Core: Linux as ncdma needs it (seccomp, procfs, shared mappings, cache flush); no KVM."""

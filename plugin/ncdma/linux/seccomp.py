@@ -1,0 +1,209 @@
+"""seccomp user notification, as the wrapper and the guard need it (ctypes, no C).
+
+The wrapper installs a filter that sends only QEMU's memslot ioctls (and, for domains
+that migrate with copy, exit_group) to a listener and allows every other syscall; the guard receives each notification, may rewrite the ioctl's
+argument in QEMU's memory, and answers CONTINUE so that the kernel runs the ioctl with it.
+With CONTINUE the guard never sees the kernel's answer (the probe decides beforehand
+whether the flag is accepted).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+
+from ncdma.errors import NcdmaError
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+NR_IOCTL_X86_64 = 16
+NR_EXIT_GROUP_X86_64 = 231
+_NR_SECCOMP = 317
+_NR_PIDFD_OPEN = 434
+_NR_PIDFD_GETFD = 438
+_PR_SET_NO_NEW_PRIVS = 38
+_SECCOMP_SET_MODE_FILTER = 1
+_SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+
+# classic BPF opcodes
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_RET_K = 0x06
+
+# offsets in struct seccomp_data
+_OFFSET_NR = 0
+_OFFSET_ARCH = 4
+_OFFSET_ARG1_LOW = 16 + 8  # args[1], low 32 bits (ioctl's cmd is an unsigned int)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SockFilter(ctypes.Structure):
+    """``struct sock_filter``: one classic BPF instruction."""
+
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    """``struct sock_fprog``: a BPF program."""
+
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+
+class SeccompData(ctypes.Structure):
+    """``struct seccomp_data``: the syscall a notification is about."""
+
+    _fields_ = [("nr", ctypes.c_int32), ("arch", ctypes.c_uint32),
+                ("instruction_pointer", ctypes.c_uint64), ("args", ctypes.c_uint64 * 6)]
+
+
+class SeccompNotif(ctypes.Structure):
+    """``struct seccomp_notif``."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("data", SeccompData)]
+
+
+class SeccompNotifResp(ctypes.Structure):
+    """``struct seccomp_notif_resp``."""
+
+    _fields_ = [("id", ctypes.c_uint64), ("val", ctypes.c_int64), ("error", ctypes.c_int32),
+                ("flags", ctypes.c_uint32)]
+
+
+def _iowr(nr: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+def _iow(nr: int, size: int) -> int:
+    return (1 << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+SECCOMP_IOCTL_NOTIF_RECV = _iowr(0, ctypes.sizeof(SeccompNotif))
+SECCOMP_IOCTL_NOTIF_SEND = _iowr(1, ctypes.sizeof(SeccompNotifResp))
+SECCOMP_IOCTL_NOTIF_ID_VALID = _iow(2, 8)
+
+
+class SeccompError(NcdmaError):
+    """A seccomp or pidfd call failed."""
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        code = ctypes.get_errno()
+        raise SeccompError(f"{what} failed: {os.strerror(code)}",
+                           "this kernel needs seccomp user notification (Linux 5.5+) and "
+                           "pidfd_getfd (5.6+); run `ncdma check`")
+    return result
+
+
+def ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> list[SockFilter]:
+    """A filter that notifies for ioctl(fd, one of the two ``requests``) and allows the rest.
+
+    The guard traps KVM's memslot ioctls (:data:`ncdma.kvm.abi.MEMSLOT_IOCTLS`). With
+    ``trap_exit`` it notifies for exit_group too: QEMU's last moment with its memory mapped,
+    where the guard copies tagged slots after a migration (:mod:`ncdma.guard.capture`).
+    """
+    first, second = requests
+    exit_check = [(_JEQ_K, 0, 0, NR_EXIT_GROUP_X86_64)] if trap_exit else []
+    skip = len(exit_check)
+    allow, notify = 7 + skip, 8 + skip
+    program = [
+        (_LD_W_ABS, 0, 0, _OFFSET_ARCH),
+        (_JEQ_K, 0, allow - 2, AUDIT_ARCH_X86_64),
+        (_LD_W_ABS, 0, 0, _OFFSET_NR),
+        *[(code, notify - 4, 0, k) for code, _, _, k in exit_check],
+        (_JEQ_K, 0, allow - 4 - skip, NR_IOCTL_X86_64),
+        (_LD_W_ABS, 0, 0, _OFFSET_ARG1_LOW),
+        (_JEQ_K, notify - 6 - skip, 0, first),
+        (_JEQ_K, notify - 7 - skip, 0, second),
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        (_RET_K, 0, 0, _SECCOMP_RET_USER_NOTIF),
+    ]
+    return [SockFilter(*instruction) for instruction in program]
+
+
+def install_ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> int:
+    """Install :func:`ioctl_filter` on the calling thread; return the listener fd.
+
+    The listener is made inheritable: the process keeps a copy across exec, so that a
+    new guard can take it back (pidfd_getfd) if the first one dies.
+
+    :raise SeccompError: When the kernel refuses the filter.
+    """
+    instructions = ioctl_filter(requests, trap_exit)
+    array = (SockFilter * len(instructions))(*instructions)
+    program = SockFprog(len(instructions), ctypes.cast(array, ctypes.POINTER(SockFilter)))
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    listener = _check(_libc.syscall(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER,
+                                    _SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(program)),
+                      "seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER)")
+    os.set_inheritable(listener, True)
+    return listener
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One trapped syscall: the notification id, the calling thread and its arguments."""
+
+    id: int
+    tid: int
+    nr: int
+    arch: int
+    args: tuple[int, ...]
+
+
+def receive(listener: int) -> Notification | None:
+    """Receive one notification; None when the caller vanished before it was read (ENOENT)."""
+    buffer = bytearray(ctypes.sizeof(SeccompNotif))
+    try:
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, buffer)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.EINTR):
+            return None
+        raise
+    notif = SeccompNotif.from_buffer(buffer)
+    return Notification(notif.id, notif.pid, notif.data.nr, notif.data.arch,
+                        tuple(notif.data.args))
+
+
+def is_pending(listener: int, notification_id: int) -> bool:
+    """The notification's thread still waits for an answer (SECCOMP_IOCTL_NOTIF_ID_VALID)."""
+    try:
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("Q", notification_id))
+    except OSError:
+        return False
+    return True
+
+
+def answer_continue(listener: int, notification_id: int) -> bool:
+    """Let the trapped syscall run (with its arguments as they now are in memory).
+
+    Returns False when the thread is gone (the process died or was killed meanwhile).
+    """
+    response = SeccompNotifResp(notification_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
+    try:
+        fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, bytes(response))
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def pidfd_open(pid: int) -> int:
+    """A pidfd for ``pid``: readable once the process has exited."""
+    return _check(_libc.syscall(_NR_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """A copy of file descriptor ``target_fd`` of the process behind ``pidfd``."""
+    return _check(_libc.syscall(_NR_PIDFD_GETFD, pidfd, target_fd, 0),
+                  f"pidfd_getfd(fd {target_fd})")

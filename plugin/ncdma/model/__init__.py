@@ -1,0 +1,1 @@
+"""Core: the pure nouns and decisions (policy, verdict, plan, slot, layout, domain, host report)."""

@@ -1,0 +1,35 @@
+"""A libvirt domain as ncdma sees it (parsed from its XML by :mod:`ncdma.virt.domain`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ncdma.model.policy import Policy
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One virtio-gpu device as the domain XML describes it.
+
+    ``qemu_model`` is the QEMU device libvirt will create (the guard confirms it over
+    QMP); ``hostmem`` is the size of the host-visible BAR in bytes, or 0 when unset.
+    """
+
+    alias: str
+    qemu_model: str
+    pci_address: str | None
+    hostmem: int
+    blob: bool
+    accel3d: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A libvirt domain as ncdma sees it. ``policy`` is None when the domain does not opt in."""
+
+    name: str
+    uuid: str
+    emulator: str | None
+    gpus: tuple[GpuDevice, ...]
+    policy: Policy | None

@@ -1,0 +1,120 @@
+"""What ncdma will do for one domain on this host: the pure start/migrate decision.
+
+``decide_plan`` takes the parsed domain, the host's verdict and the settings, and returns
+a :class:`Plan` (written to the domain's state directory for the wrapper and the guard),
+a :class:`Refusal` (one line for libvirt's error), or None (nothing to do). No I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ncdma.model.policy import Bar, Policy, PolicyMode
+from ncdma.model.verdict import Mode, Verdict
+from ncdma.settings import Settings
+
+if TYPE_CHECKING:  # the wrapper reads plans: it must not pay for lxml
+    from ncdma.model.domain import Domain, GpuDevice
+
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decided mode and everything the wrapper and guard need, for one domain start."""
+
+    domain: str
+    uuid: str
+    requested: PolicyMode
+    mode: Mode
+    require: bool
+    bars: tuple[str, ...]
+    migration: str
+    flag: int
+    emulator: str
+    devices: tuple[str, ...]
+    reasons: tuple[str, ...]
+    # migration='copy' on QEMU >= 10.0: device RAM allocated shareable (aux-ram-share), so
+    # that `ncdma migrate` can map and cache-flush it; the guard then also traps QEMU's exit
+    share_device_ram: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan file's JSON document."""
+        return {"schema_version": PLAN_SCHEMA_VERSION, "domain": self.domain, "uuid": self.uuid,
+                "requested": self.requested.value, "mode": self.mode.value,
+                "require": self.require, "bars": list(self.bars), "migration": self.migration,
+                "flag": self.flag, "emulator": self.emulator, "devices": list(self.devices),
+                "reasons": list(self.reasons), "share_device_ram": self.share_device_ram}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        """Read a plan file's document back (written by this same version of ncdma)."""
+        return cls(data["domain"], data["uuid"], PolicyMode(data["requested"]),
+                   Mode(data["mode"]), bool(data["require"]), tuple(data["bars"]),
+                   data["migration"], int(data["flag"]), data["emulator"],
+                   tuple(data["devices"]), tuple(data["reasons"]),
+                   bool(data.get("share_device_ram", False)))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the domain must not start (or be received) here: one line for the operator."""
+
+    reason: str
+
+
+def taggable_devices(gpus: tuple[GpuDevice, ...], bars: frozenset[Bar]) -> tuple[GpuDevice, ...]:
+    """The devices with at least one BAR the policy selects: hostmem set, or a VGA's vram."""
+    return tuple(gpu for gpu in gpus
+                 if (Bar.HOSTMEM in bars and gpu.hostmem > 0)
+                 or (Bar.VRAM in bars and gpu.qemu_model.endswith(("vga", "vga-gl"))))
+
+
+def _mode(requested: PolicyMode, host: Verdict) -> tuple[Mode, tuple[str, ...]]:
+    """The best mode the host allows for the requested one, and why it is less."""
+    if host.mode is Mode.NONE:
+        return Mode.NONE, host.reasons
+    if requested is PolicyMode.AUDIT:
+        return Mode.AUDIT, ()
+    return host.mode, host.reasons
+
+
+def decide_plan(domain: Domain, host: Verdict, settings: Settings,
+                action: str = "start") -> Plan | Refusal | None:
+    """Decide what ncdma does for ``domain`` on this host; ``action`` words the refusal.
+
+    A domain that does not opt in (or says mode='off') gets None. A domain whose
+    <emulator> is not this host's wrapper is refused at start (an incoming migration
+    has its XML rewritten instead). A policy with require='yes' that the host cannot
+    honor gets a Refusal; otherwise the plan says which lesser mode is used and why.
+    """
+    policy: Policy | None = domain.policy
+    if policy is None or policy.mode is PolicyMode.OFF:
+        return None
+    refuse = f"ncdma: refusing to {action} {domain.name}"
+    if action == "start" and domain.emulator != str(settings.wrapper):
+        return Refusal(f"{refuse}: its <emulator> is {domain.emulator}, not ncdma's wrapper "
+                       f"{settings.wrapper}: run `ncdma enable {domain.name}` again, "
+                       f"or `ncdma disable {domain.name}` to opt out")
+    devices = taggable_devices(domain.gpus, policy.bars)
+    reasons: list[str] = []
+    if not devices:
+        bars = ",".join(sorted(bar.value for bar in policy.bars))
+        missing = (f"no virtio-gpu device has a BAR selected by bars='{bars}' "
+                   f"({len(domain.gpus)} virtio-gpu device(s) found)")
+        if policy.require:
+            return Refusal(f"{refuse}: {missing}: add hostmem to its virtio-gpu device, "
+                           f"change bars, or set require='no'")
+        reasons.append(missing)
+    mode, host_reasons = _mode(policy.mode, host)
+    if policy.require and mode.value != policy.mode.value:
+        return Refusal(f"{refuse}: its policy requires {policy.mode.value} mode but this host "
+                       f"allows {mode.value}: {'; '.join(host_reasons)} (run `ncdma check`)")
+    reasons.extend(host_reasons)
+    return Plan(
+        domain=domain.name, uuid=domain.uuid, requested=policy.mode, mode=mode,
+        require=policy.require, bars=tuple(sorted(bar.value for bar in policy.bars)),
+        migration=policy.migration.value, flag=settings.flag,
+        emulator=policy.emulator or str(settings.qemu),
+        devices=tuple(gpu.alias for gpu in devices), reasons=tuple(reasons))

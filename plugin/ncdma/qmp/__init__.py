@@ -1,0 +1,1 @@
+"""Adapter: QEMU's QMP, to learn a running QEMU's memory layout."""

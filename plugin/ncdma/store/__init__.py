@@ -1,0 +1,1 @@
+"""Adapter: the state directory (plans, journals, capture files, status gathered from them)."""

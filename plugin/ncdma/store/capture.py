@@ -1,0 +1,96 @@
+"""The files of a capture: the tagged slots' content at the source's last moment (`--copy`).
+
+Why at exit: the content must be read while the guest is paused for good, and from the
+memory itself, never from QEMU's migration stream (a non-snooping device's writes are
+invisible to KVM's dirty log, so precopy can carry stale pages). After libvirt's
+switchover the source's vCPUs never run again and libvirt ends QEMU; for domains that
+migrate with copy the wrapper traps QEMU's exit_group, so the guard can read the slots
+(caches flushed) while QEMU's memory is still mapped, then let it exit. This is
+deterministic: QEMU cannot exit before the guard has answered.
+
+Files, in ``<state_dir>/migrations/<uuid>/`` (the stop hooks never remove them):
+``capture.json`` the request (slots to read), written by `ncdma migrate` before it
+starts the migration and removed when the migration fails; ``captured.json`` the result
+with a sha256 per slot, and ``slot-<gpa>.bin`` the content, written by the guard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ncdma.linux.slotmem import preallocate
+from ncdma.settings import Settings
+
+REQUEST_FILE = "capture.json"
+RESULT_FILE = "captured.json"
+
+
+@dataclass(frozen=True)
+class SlotRef:
+    """A tagged slot, as the source's journal records it."""
+
+    slot: int
+    gpa: int
+    size: int
+    hva: int
+    owner: str
+
+    @property
+    def data_name(self) -> str:
+        """The content's file name in the migration directory."""
+        return f"slot-{self.gpa:x}.bin"
+
+
+def migration_dir(settings: Settings, uuid: str) -> Path:
+    """Where one domain's outgoing migration keeps its request and captured slots."""
+    return settings.state_dir / "migrations" / uuid
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(document, indent=2))
+    os.replace(temporary, path)
+
+
+def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
+    """Ask the domain's guard to capture ``slots`` when QEMU exits; return the directory."""
+    directory = migration_dir(settings, uuid)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
+    for slot in slots:  # allocated now, while the guest runs, not during the downtime
+        preallocate(directory / slot.data_name, slot.size)
+    _write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]})
+    return directory
+
+
+def disarm(settings: Settings, uuid: str) -> None:
+    """Forget the request and anything captured (the migration failed or is done)."""
+    shutil.rmtree(migration_dir(settings, uuid), ignore_errors=True)
+
+
+def read_request(settings: Settings, uuid: str) -> list[SlotRef] | None:
+    """The slots `ncdma migrate` asked the guard to capture, or None when it asked nothing."""
+    try:
+        request = json.loads((migration_dir(settings, uuid) / REQUEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return [SlotRef(**record) for record in request.get("slots", [])]
+
+
+def write_result(settings: Settings, uuid: str, slots: list[dict[str, Any]],
+                 error: str | None) -> None:
+    """The guard's capture result: each captured slot (with file and sha256), or the error."""
+    _write_json(migration_dir(settings, uuid) / RESULT_FILE, {"slots": slots, "error": error})
+
+
+def read_captured(settings: Settings, uuid: str) -> dict[str, Any] | None:
+    """The guard's capture result, or None when the guard wrote none."""
+    try:
+        return json.loads((migration_dir(settings, uuid) / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None

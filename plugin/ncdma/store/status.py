@@ -1,0 +1,93 @@
+"""What `ncdma status DOMAIN` shows, gathered: the domain's plan, guard health, journal.
+
+Everything comes from the domain's state directory (root only): the plan from the hook,
+the journal and the flat view the guard saved. The slots are cross-checked against the
+flat view the guard last read from QEMU over QMP: every journaled slot must match a range
+QEMU registered with KVM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ncdma.errors import NcdmaError
+from ncdma.model.plan import Plan
+from ncdma.settings import Settings
+from ncdma.store.journal import read_journal
+from ncdma.store.state import FLATVIEW_FILE, PLAN_FILE, guard_pid, read_plan
+
+STATUS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """What `ncdma status` shows for one domain."""
+
+    plan: Plan
+    guard_pid: int | None
+    guard_alive: bool
+    journal: dict[str, Any] | None
+    flatview: list[dict[str, Any]] | None
+    mismatches: tuple[str, ...]
+
+
+def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
+    """The plan of a domain started with ncdma on this host, by name or UUID.
+
+    :raise NcdmaError: When no running domain of that name has a plan here.
+    """
+    domains = settings.state_dir / "domains"
+    for plan_file in sorted(domains.glob(f"*/{PLAN_FILE}")) if domains.exists() else []:
+        plan = read_plan(settings, plan_file.parent.name)
+        if plan is not None and name_or_uuid in (plan.domain, plan.uuid):
+            return plan
+    raise NcdmaError(f"no domain {name_or_uuid!r} is running with ncdma on this host",
+                     "start it with `virsh start` after `ncdma enable`; "
+                     "`virsh list` shows what runs")
+
+
+def kvm_range_name(slot: dict[str, Any], flatview: list[dict[str, Any]]) -> str | None:
+    """The name of the KVM range of the flat view that holds the slot, if any."""
+    start, end = slot["gpa"], slot["gpa"] + slot["size"]
+    for entry in flatview:
+        if entry.get("kvm") and entry["start"] <= start and end <= entry["start"] + entry["size"]:
+            return str(entry["name"])
+    return None
+
+
+def cross_check(journal: dict[str, Any] | None,
+                flatview: list[dict[str, Any]] | None) -> tuple[str, ...]:
+    """Journaled slots that QEMU's flat view does not show registered with KVM there.
+
+    The flat view is the one of address space "memory" (KVM address space 0); slots of
+    address space 1 (SMM, ``slot >> 16 == 1``) follow SMRAM's layout and are not checked.
+    """
+    if journal is None or flatview is None:
+        return ()
+    return tuple(f"slot {slot['slot']:#x} {slot['gpa']:#x}-{slot['gpa'] + slot['size']:#x} is "
+                 f"not in QEMU's flat view" for slot in journal.get("slots", [])
+                 if slot["slot"] >> 16 == 0 and kvm_range_name(slot, flatview) is None)
+
+
+def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
+    """Gather the status of one domain."""
+    plan = find_domain(settings, name_or_uuid)
+    directory = settings.domain_dir(plan.uuid)
+    pid = guard_pid(settings, plan)
+    journal = read_journal(directory)
+    try:
+        flatview = json.loads((directory / FLATVIEW_FILE).read_text())
+    except (OSError, ValueError):
+        flatview = None
+    return DomainStatus(plan, pid, pid is not None, journal, flatview,
+                        cross_check(journal, flatview))
+
+
+def status_json(status: DomainStatus) -> dict[str, Any]:
+    """The JSON document of `ncdma status --json`."""
+    return {"schema_version": STATUS_SCHEMA_VERSION, "plan": status.plan.to_json(),
+            "guard": {"pid": status.guard_pid, "alive": status.guard_alive},
+            "journal": status.journal, "flatview_checked": status.flatview is not None,
+            "mismatches": list(status.mismatches)}

@@ -1,0 +1,1 @@
+"""Adapter: libvirt (connections, ``ncdma enable``/``disable``) and the domain XML parser."""

@@ -1,0 +1,193 @@
+"""The domain XML parser: what ncdma needs from a libvirt domain, parsed once with lxml.
+
+virtio-gpu devices come in every form libvirt can express them:
+``<video><model type='virtio'>`` (with ``<acceleration>``, ``blob``, and QEMU properties
+given through ``<qemu:override>``) and raw ``-device`` arguments in ``<qemu:commandline>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from lxml import etree
+
+from ncdma.errors import DomainXmlError, PolicyError
+from ncdma.model.domain import Domain, GpuDevice
+from ncdma.model.policy import ELEMENT, Policy, parse_policy
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+_Q = f"{{{QEMU_NS}}}"
+_GPU_DRIVER = re.compile(r"^(virtio-(gpu|vga)|vhost-user-(gpu|vga))[-a-z0-9]*$")
+_SIZE = re.compile(r"^(\d+)\s*([kKmMgGtTpPeE]?)(i?B)?$")
+_SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+_MAX_XML = 16 * 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    """A QEMU size ('67108864', '64M', '1G', '64MiB') in bytes.
+
+    :raise ValueError: When the text is not a size.
+    """
+    found = _SIZE.match(text.strip())
+    if not found:
+        raise ValueError(f"not a size: {text!r}")
+    return int(found.group(1)) << _SIZE_SHIFT[found.group(2).lower()]
+
+
+def _pci_address(device: etree._Element) -> str | None:
+    address = device.find("address")
+    if address is None or address.get("type") != "pci":
+        return None
+    try:
+        parts = [int(address.get(key, "0"), 0) for key in ("domain", "bus", "slot", "function")]
+    except ValueError:
+        raise DomainXmlError(f"unreadable PCI address on a video device: "
+                             f"{dict(address.attrib)}", "fix the domain's <address>") from None
+    return "{:04x}:{:02x}:{:02x}.{:x}".format(*parts)
+
+
+def _override_properties(root: etree._Element) -> dict[str, dict[str, str]]:
+    """<qemu:override> frontend properties by device alias: {alias: {name: value}}."""
+    found: dict[str, dict[str, str]] = {}
+    for device in root.iterfind(f"{_Q}override/{_Q}device"):
+        props = found.setdefault(device.get("alias", ""), {})
+        for prop in device.iterfind(f"{_Q}frontend/{_Q}property"):
+            if prop.get("type") != "remove":
+                props[prop.get("name", "")] = prop.get("value", "")
+    return found
+
+
+def _size_property(props: dict[str, str], where: str) -> int:
+    text = props.get("hostmem")
+    if text is None:
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise DomainXmlError(f"{where}: hostmem {text[:40]!r} is not a size",
+                             "give bytes or a size such as 64M") from None
+
+
+def _true(text: str | None) -> bool:
+    return (text or "").lower() in ("on", "yes", "true", "1")
+
+
+def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> list[GpuDevice]:
+    videos = root.findall("devices/video")
+    primary = next((v for v in videos if v.find("model[@primary='yes']") is not None),
+                   videos[0] if videos else None)
+    gpus = []
+    for index, video in enumerate(videos):
+        model = video.find("model")
+        if model is None or model.get("type") != "virtio":
+            continue
+        alias_element = video.find("alias")
+        alias = alias_element.get("name", "") if alias_element is not None else f"video{index}"
+        accel = model.find("acceleration")
+        accel3d = accel is not None and accel.get("accel3d") == "yes"
+        vhost_user = video.find("driver[@name='vhost-user']") is not None
+        base = ("vhost-user-" if vhost_user else "virtio-") + \
+            ("vga" if video is primary else "gpu")
+        qemu_model = base + ("-gl" if accel3d and not vhost_user else "") + \
+            ("" if video is primary else "-pci")
+        props = overrides.get(alias, {})
+        gpus.append(GpuDevice(
+            alias=alias, qemu_model=qemu_model, pci_address=_pci_address(video),
+            hostmem=_size_property(props, f"video device {alias}"),
+            blob=model.get("blob") == "on" or _true(props.get("blob")),
+            accel3d=accel3d, source="video"))
+    return gpus
+
+
+def _device_options(value: str) -> dict[str, str]:
+    """The options of one -device argument, in QEMU's key=value or JSON form."""
+    if value.lstrip().startswith("{"):
+        try:
+            options = json.loads(value)
+        except ValueError:
+            raise DomainXmlError(f"qemu:commandline: -device {value[:60]!r} is not valid JSON",
+                                 "fix the domain's <qemu:commandline>") from None
+        if not isinstance(options, dict):
+            raise DomainXmlError("qemu:commandline: a JSON -device must be an object",
+                                 "fix the domain's <qemu:commandline>")
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in options.items()}
+    driver, _, rest = value.partition(",")
+    options = {"driver": driver}
+    for item in filter(None, rest.split(",")):
+        key, _, option = item.partition("=")
+        options[key] = option
+    return options
+
+
+def _commandline_gpus(root: etree._Element) -> list[GpuDevice]:
+    args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
+    gpus = []
+    for flag, value in zip(args, args[1:]):
+        if flag != "-device":
+            continue
+        options = _device_options(value)
+        driver = options.get("driver", "")
+        if not _GPU_DRIVER.match(driver):
+            continue
+        alias = options.get("id", "")
+        gpus.append(GpuDevice(
+            alias=alias, qemu_model=driver, pci_address=None,
+            hostmem=_size_property(options, f"qemu:commandline device {alias or driver}"),
+            blob=_true(options.get("blob")), accel3d="-gl" in driver or "rutabaga" in driver,
+            source="qemu:commandline"))
+    return gpus
+
+
+def _policy(root: etree._Element) -> Policy | None:
+    elements = root.findall(f"metadata/{ELEMENT}")
+    if not elements:
+        return None
+    if len(elements) > 1:
+        raise PolicyError(f"ncdma metadata: {len(elements)} <ncdma:ncdma> elements",
+                          "keep exactly one; `ncdma enable` rewrites it")
+    return parse_policy({key: value for key, value in elements[0].attrib.items()
+                         if not key.startswith("{")})
+
+
+def parse_domain(xml: str | bytes) -> Domain:
+    """Parse a libvirt domain XML document into the model.
+
+    :raise DomainXmlError: When the XML is not a well-formed domain.
+    :raise PolicyError: When its ncdma metadata is invalid.
+    """
+    data = xml.encode() if isinstance(xml, str) else xml
+    if len(data) > _MAX_XML:
+        raise DomainXmlError(f"domain XML is {len(data)} bytes", "libvirt never sends that much")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False,
+                             remove_comments=True)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as err:
+        raise DomainXmlError(f"domain XML is not well-formed: {err}",
+                             "pass the XML libvirt gives on stdin") from None
+    if root.tag != "domain":
+        raise DomainXmlError(f"root element is <{str(root.tag)[:40]}>, not <domain>",
+                             "pass a libvirt domain XML")
+    name = root.findtext("name")
+    if not name:
+        raise DomainXmlError("domain XML has no <name>", "pass a complete libvirt domain XML")
+    return Domain(
+        name=name,
+        uuid=root.findtext("uuid") or "",
+        emulator=root.findtext("devices/emulator"),
+        gpus=tuple(_video_gpus(root, _override_properties(root)) + _commandline_gpus(root)),
+        policy=_policy(root),
+    )
+
+
+def with_emulator(data: bytes, emulator: str) -> str:
+    """The same domain XML with only <emulator> changed (ABI-neutral)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.fromstring(data, parser)
+    element = root.find("devices/emulator")
+    if element is None:
+        element = etree.SubElement(root.find("devices"), "emulator")
+    element.text = emulator
+    return etree.tostring(root, encoding="unicode")
