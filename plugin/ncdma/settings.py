@@ -67,7 +67,7 @@ class Settings:
 
 def _bad(path: Path, key: str, value: str, wanted: str) -> ConfigError:
     return ConfigError(f"{path}: [{SECTION}] {key} = {value[:60]!r} is invalid: {wanted}",
-                       f"fix {path} (see `pydoc ncdma.settings` for the format)")
+                       f"fix {path} (see `pydoc ncdma.settings` for the format)", path)
 
 
 def _absolute(path: Path, key: str, value: str) -> Path:
@@ -82,7 +82,7 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
-                          f"known keys: {', '.join(sorted(known))}")
+                          f"known keys: {', '.join(sorted(known))}", path)
     flag = defaults.flag
     if "flag" in values:
         try:
@@ -130,13 +130,13 @@ def load_settings(path: Path | None = None) -> Settings:
     except FileNotFoundError:
         return Settings()
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions") from None
+        raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions", path) from None
     except configparser.Error as err:
         raise ConfigError(f"{path} is not valid INI: {str(err).splitlines()[0]}",
-                          f"write it as [{SECTION}] followed by key = value lines") from None
+                          f"write it as [{SECTION}] followed by key = value lines", path) from None
     extra = [name for name in parser.sections() if name != SECTION]
     if extra:
-        raise ConfigError(f"{path}: unknown section [{extra[0]}]", f"use only [{SECTION}]")
+        raise ConfigError(f"{path}: unknown section [{extra[0]}]", f"use only [{SECTION}]", path)
     values = dict(parser[SECTION]) if parser.has_section(SECTION) else {}
     return _parse(path, values)
 

@@ -19,7 +19,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import GuardAttachError, NcdmaError
 from ncdma.kvm.abi import MEMSLOT_IOCTLS
 from ncdma.linux import seccomp
 from ncdma.model.plan import Plan
@@ -28,10 +28,6 @@ from ncdma.settings import Settings, load_settings
 from ncdma.store.state import read_plan
 
 _ANSWER_TIMEOUT_S = 10.0
-
-
-class WrapperError(NcdmaError):
-    """The guard could not be attached."""
 
 
 def _argument(argv: Sequence[str], option: str) -> str | None:
@@ -65,7 +61,7 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
     Returns the private QMP socket path QEMU must serve. The service is reached before
     the filter is installed: a filter whose listener nobody reads would hang QEMU.
 
-    :raise WrapperError: When the service is unreachable or refuses.
+    :raise GuardAttachError: When the service is unreachable or refuses.
     """
     path = settings.guard_socket
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -73,8 +69,9 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
     try:
         connection.connect(str(path))
     except OSError as err:
-        raise WrapperError(f"the guard service is not reachable at {path}: {err.strerror}",
-                           "start it (`ncdma guardd`, or the ncdma-guardd service)") from None
+        raise GuardAttachError(f"the guard service is not reachable at {path}: {err.strerror}",
+                               "start it (`ncdma guardd`, or the ncdma-guardd service)",
+                               path) from None
     with connection:
         listener = seccomp.install_ioctl_filter(MEMSLOT_IOCTLS, trap_exit=plan.share_device_ram)
         request = {"uuid": plan.uuid, "pid": os.getpid(), "listener_fd": listener}
@@ -85,8 +82,8 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
             answer = {"ok": False, "error": f"no answer from the guard service: {err}"}
     if not answer.get("ok"):
         os.close(listener)  # nobody will answer: memslot ioctls fail (ENOSYS), QEMU stops
-        raise WrapperError(f"the guard service refused: {answer.get('error')}",
-                           "see the ncdma log on this host")
+        raise GuardAttachError(f"the guard service refused: {answer.get('error')}",
+                               "see the ncdma log on this host", path)
     return str(answer["qmp_socket"])
 
 
@@ -99,7 +96,7 @@ def qemu_argv(argv: Sequence[str], settings: Settings) -> tuple[str, list[str]]:
         return emulator, list(argv)
     try:
         qmp_socket = attach_guard(settings, plan)
-    except WrapperError as err:
+    except GuardAttachError as err:
         if plan.require:
             raise
         print(f"ncdma-qemu: warning: {plan.domain} runs unguarded: {err}", file=sys.stderr)

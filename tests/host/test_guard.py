@@ -35,7 +35,7 @@ def host(short_tmp: Path) -> Iterator[GuardedHost]:
 
 def _guard_pid(host: GuardedHost, domain: str) -> int | None:
     try:
-        return int((host.settings.domain_dir(domain) / "guard.pid").read_text())
+        return int((host.settings.domain_dir(domain) / "guard.pid").read_text().split()[0])
     except (OSError, ValueError):
         return None
 

@@ -14,7 +14,7 @@ import pytest
 
 from ncdma.kvm import abi
 from ncdma.kvm.abi import MEMSLOT_IOCTLS
-from ncdma.linux import seccomp
+from ncdma.linux import pidfd, seccomp, syscalls
 
 
 def _child(body) -> tuple[int, socket.socket]:
@@ -55,7 +55,7 @@ def test_memslot_ioctls_are_trapped_and_continue_runs_them() -> None:
     link.send(b"g")
     assert select.select([listener], [], [], 5)[0], "no notification within 5 s"
     note = seccomp.receive(listener)
-    assert note.nr == seccomp.NR_IOCTL_X86_64 and note.arch == seccomp.AUDIT_ARCH_X86_64
+    assert note.nr == syscalls.NR_IOCTL and note.arch == syscalls.AUDIT_ARCH_X86_64
     assert note.args[1] == abi.KVM_SET_USER_MEMORY_REGION
     assert seccomp.is_pending(listener, note.id)
     assert seccomp.answer_continue(listener, note.id)
@@ -118,8 +118,8 @@ def test_a_new_supervisor_takes_the_listener_back_and_answers_what_was_left() ->
     assert select.select([first], [], [], 5)[0]
     note = seccomp.receive(first)
     os.close(first)  # the first supervisor "dies" without answering
-    pidfd = seccomp.pidfd_open(pid)
-    second = seccomp.pidfd_getfd(pidfd, number_in_child)
+    handle = pidfd.pidfd_open(pid)
+    second = pidfd.pidfd_getfd(handle, number_in_child)
     assert seccomp.is_pending(second, note.id)
     assert seccomp.answer_continue(second, note.id)
     assert _exit_code(pid) == 10
@@ -129,7 +129,7 @@ def test_filter_program_traps_only_x86_64_ioctl_with_the_two_requests() -> None:
     program = seccomp.ioctl_filter(MEMSLOT_IOCTLS)
     assert len(program) == 9
     assert {instruction.k for instruction in program if instruction.code == 0x15} == {
-        seccomp.AUDIT_ARCH_X86_64, seccomp.NR_IOCTL_X86_64,
+        syscalls.AUDIT_ARCH_X86_64, syscalls.NR_IOCTL,
         abi.KVM_SET_USER_MEMORY_REGION, abi.KVM_SET_USER_MEMORY_REGION2}
     assert ctypes.sizeof(seccomp.SeccompNotif) == 80
     assert ctypes.sizeof(seccomp.SeccompNotifResp) == 24

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from ncdma.errors import SlotMemoryError
 from ncdma.kvm.abi import MEMSLOT_IOCTLS
-from ncdma.linux import cacheflush
-from ncdma.linux import seccomp
-from ncdma.linux.slotmem import SlotMemoryError, capture, preallocate, restore
+from ncdma.linux import cacheflush, seccomp, syscalls
+from ncdma.linux.slotmem import capture, preallocate, restore
 from ncdma.wrapper import with_machine_option
 
 SIZE = 4 << 20
@@ -88,7 +88,7 @@ def test_exit_group_waits_for_the_guard_with_the_memory_still_mapped(tmp_path: P
     assert link.recv(64)
     assert select.select([listener], [], [], 5)[0], "exit_group was not trapped"
     note = seccomp.receive(listener)
-    assert note.nr == seccomp.NR_EXIT_GROUP_X86_64
+    assert note.nr == syscalls.NR_EXIT_GROUP
     capture(pid, address, SIZE, tmp_path / "slot.bin")  # exiting, its memory still there
     assert (tmp_path / "slot.bin").read_bytes() == PATTERN
     assert seccomp.answer_continue(listener, note.id)
@@ -98,7 +98,7 @@ def test_exit_group_waits_for_the_guard_with_the_memory_still_mapped(tmp_path: P
 def test_the_exit_trapping_filter_adds_exactly_exit_group() -> None:
     plain = {i.k for i in seccomp.ioctl_filter(MEMSLOT_IOCTLS) if i.code == 0x15}
     trapping = {i.k for i in seccomp.ioctl_filter(MEMSLOT_IOCTLS, trap_exit=True) if i.code == 0x15}
-    assert trapping - plain == {seccomp.NR_EXIT_GROUP_X86_64}
+    assert trapping - plain == {syscalls.NR_EXIT_GROUP}
 
 
 def test_the_flush_routine_runs_and_leaves_data_intact() -> None:

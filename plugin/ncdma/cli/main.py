@@ -144,10 +144,11 @@ def run_guardd(args: argparse.Namespace) -> int:
     return run_service(load_settings())
 
 
-def _domain_command(commands: argparse._SubParsersAction, name: str, summary: str,
-                    description: str) -> argparse.ArgumentParser:
+def _domain_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                    summary: str, description: str) -> argparse.ArgumentParser:
     """A subcommand that edits one defined domain through libvirt."""
-    command = commands.add_parser(name, help=summary, description=description)
+    command: argparse.ArgumentParser = commands.add_parser(name, help=summary,
+                                                           description=description)
     command.add_argument("domain", metavar="DOMAIN", help="the domain's name")
     command.add_argument("-c", "--connect", metavar="URI",
                          help="libvirt connection URI (default: libvirt's default, as virsh)")

@@ -10,7 +10,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from ncdma.linux.slotmem import SlotMemoryError, capture
+from ncdma.errors import SlotMemoryError
+from ncdma.linux.slotmem import capture
 from ncdma.settings import Settings
 from ncdma.store.capture import migration_dir, read_request, write_result
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ncdma.guard.task import GuardTask, run_guard
+from ncdma.linux.pidfd import alive
 from ncdma.logs import configure_logging
 from ncdma.settings import Settings
 from ncdma.store.state import QMP_SOCKET, read_plan
@@ -106,7 +107,7 @@ class GuardService:
                 if waited == 0:
                     continue
                 status = os.waitstatus_to_exitcode(raw)
-                qemu_alive = _alive(attachment.task.qemu_pid)
+                qemu_alive = alive(attachment.task.qemu_pid)
                 if status == 0 or not qemu_alive or attachment.restarts >= _RESTARTS_PER_DOMAIN:
                     if qemu_alive and status != 0:
                         self.log.error("guardd: guard of %s keeps dying: given up", uuid)
@@ -163,16 +164,6 @@ class GuardService:
                 continue
             self.handle_connection(connection)
             self.reap()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_service(settings: Settings) -> int:

@@ -15,7 +15,6 @@ Run by the guard service, in a process it forks per domain (:func:`run_guard`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -34,7 +33,8 @@ from ncdma.guard.capture import capture_at_exit
 from ncdma.guard.classify import classify
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
 from ncdma.kvm.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
-from ncdma.linux import seccomp
+from ncdma.linux import seccomp, syscalls
+from ncdma.linux.pidfd import alive, pidfd_getfd, pidfd_open
 from ncdma.linux.procfs import exiting
 from ncdma.logs import configure_logging
 from ncdma.model.layout import FlatRange, Layout
@@ -42,8 +42,9 @@ from ncdma.model.plan import Plan
 from ncdma.model.slot import Action, Decision
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings
+from ncdma.store.files import write_json
 from ncdma.store.journal import Journal
-from ncdma.store.state import FLATVIEW_FILE, GUARD_PID_FILE, PENDING_FILE, QMP_SOCKET, read_plan
+from ncdma.store.state import FLATVIEW_FILE, PENDING_FILE, QMP_SOCKET, read_plan, write_guard_pid
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
@@ -104,11 +105,9 @@ class LayoutWatcher(threading.Thread):
 
 
     def _save_flat_view(self, ranges: Sequence[FlatRange]) -> None:
-        temporary = self.directory / f".{FLATVIEW_FILE}.tmp"
-        temporary.write_text(json.dumps([
+        write_json(self.directory / FLATVIEW_FILE, [
             {"start": r.start, "size": r.size, "name": r.name, "kind": r.kind, "kvm": r.kvm}
-            for r in ranges]))
-        os.replace(temporary, self.directory / FLATVIEW_FILE)
+            for r in ranges])
 
 
 class Guard:
@@ -148,7 +147,7 @@ class Guard:
 
     def handle(self, note: seccomp.Notification, received: float) -> None:
         """Answer one notification; always answers, whatever fails."""
-        if note.nr == seccomp.NR_EXIT_GROUP_X86_64:
+        if note.nr == syscalls.NR_EXIT_GROUP:
             self.handle_exit(note)
             return
         request: Memslot | None = None
@@ -227,8 +226,8 @@ class Guard:
                 found = blocked_memslot_ioctl(self.qemu_pid)
                 if found is None and exiting(self.qemu_pid):
                     self.handle_exit(seccomp.Notification(
-                        candidate, self.qemu_pid, seccomp.NR_EXIT_GROUP_X86_64,
-                        seccomp.AUDIT_ARCH_X86_64, (0, 0, 0, 0, 0, 0)))
+                        candidate, self.qemu_pid, syscalls.NR_EXIT_GROUP,
+                        syscalls.AUDIT_ARCH_X86_64, (0, 0, 0, 0, 0, 0)))
                     continue
                 if found is None:
                     self.log.error("guard %s: notification %#x pending but no thread waits in "
@@ -238,14 +237,14 @@ class Guard:
             self.log.warning("guard %s: answering notification %#x left by the previous guard",
                              self.plan.domain, candidate)
             request = KVM_SET_USER_MEMORY_REGION2 if v2 else KVM_SET_USER_MEMORY_REGION
-            self.handle(seccomp.Notification(candidate, tid, seccomp.NR_IOCTL_X86_64,
-                                             seccomp.AUDIT_ARCH_X86_64,
+            self.handle(seccomp.Notification(candidate, tid, syscalls.NR_IOCTL,
+                                             syscalls.AUDIT_ARCH_X86_64,
                                              (0, request, address, 0, 0, 0)),
                         time.perf_counter())
 
     def serve(self) -> None:
         """Answer notifications until QEMU exits."""
-        qemu = seccomp.pidfd_open(self.qemu_pid)
+        qemu = pidfd_open(self.qemu_pid)
         poller = select.poll()
         poller.register(self.listener, select.POLLIN)
         poller.register(qemu, select.POLLIN)
@@ -290,9 +289,9 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
     if plan is None:
         log.error("guard: no plan for domain %s: nothing to guard", task.uuid)
         return 1
-    listener = task.listener if task.listener is not None else seccomp.pidfd_getfd(
-        seccomp.pidfd_open(task.qemu_pid), task.listener_in_qemu)
-    (directory / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")
+    listener = task.listener if task.listener is not None else pidfd_getfd(
+        pidfd_open(task.qemu_pid), task.listener_in_qemu)
+    write_guard_pid(directory)
     watcher = LayoutWatcher(directory, log, settings.hook_timeout)
     guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher,
                   lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log))
@@ -320,7 +319,7 @@ def run_guard(task: GuardTask, settings: Settings) -> int:
     try:
         return _serve(task, settings, log)
     except NcdmaError as err:
-        gone = not os.path.exists(f"/proc/{task.qemu_pid}")
+        gone = not alive(task.qemu_pid)
         log.log(logging.INFO if gone else logging.ERROR, "guard %s: %s%s", task.uuid, err,
                 " (QEMU is gone)" if gone else "")
         return 0 if gone else 1

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import HookTimeout, NcdmaError
 from ncdma.hook.outcome import HookOutcome
 from ncdma.model.policy import NAMESPACE
 
@@ -29,12 +29,6 @@ HANDLED = frozenset({"prepare", "started", "migrate", "restore"}) | NEVER_FAIL
 _OPT_IN_MARKER = NAMESPACE.encode()
 
 
-class HookTimeout(NcdmaError):
-    """The operation ran past ``hook_timeout``."""
-
-
-def _raise_timeout(signum: int, frame: FrameType | None) -> None:
-    raise HookTimeout("the hook ran out of time", "raise hook_timeout in /etc/ncdma/ncdma.conf")
 
 
 def run(argv: Sequence[str], data: bytes) -> HookOutcome:
@@ -57,6 +51,11 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
     try:
         settings = load_settings()
         log = configure_logging(settings, "hook")
+        def _raise_timeout(signum: int, frame: FrameType | None) -> None:
+            raise HookTimeout("the hook ran out of time",
+                              "raise hook_timeout in /etc/ncdma/ncdma.conf", operation,
+                              settings.hook_timeout)
+
         signal.signal(signal.SIGALRM, _raise_timeout)
         signal.setitimer(signal.ITIMER_REAL, settings.hook_timeout)
         try:

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import ctypes
 
+from ncdma.linux.ioctl import io, iow
+
 KVMIO = 0xAE
-
-_IOC_WRITE = 1
-_IOC_NRSHIFT = 0
-_IOC_TYPESHIFT = 8
-_IOC_SIZESHIFT = 16
-_IOC_DIRSHIFT = 30
-
-
-def _io(nr: int) -> int:
-    """An ioctl number without argument struct (the kernel's _IO)."""
-    return (KVMIO << _IOC_TYPESHIFT) | (nr << _IOC_NRSHIFT)
-
-
-def _iow(nr: int, size: int) -> int:
-    """An ioctl number whose struct userspace writes to the kernel (_IOW)."""
-    return (_IOC_WRITE << _IOC_DIRSHIFT) | (size << _IOC_SIZESHIFT) | _io(nr)
 
 
 class UserspaceMemoryRegion(ctypes.Structure):
@@ -57,20 +43,15 @@ class EnableCap(ctypes.Structure):
     ]
 
 
-KVM_GET_API_VERSION = _io(0x00)
-KVM_CREATE_VM = _io(0x01)
-KVM_CHECK_EXTENSION = _io(0x03)
-KVM_SET_USER_MEMORY_REGION = _iow(0x46, ctypes.sizeof(UserspaceMemoryRegion))
-KVM_SET_USER_MEMORY_REGION2 = _iow(0x49, ctypes.sizeof(UserspaceMemoryRegion2))
-KVM_ENABLE_CAP = _iow(0xA3, ctypes.sizeof(EnableCap))
+KVM_GET_API_VERSION = io(KVMIO, 0x00)
+KVM_CREATE_VM = io(KVMIO, 0x01)
+KVM_CHECK_EXTENSION = io(KVMIO, 0x03)
+KVM_SET_USER_MEMORY_REGION = iow(KVMIO, 0x46, ctypes.sizeof(UserspaceMemoryRegion))
+KVM_SET_USER_MEMORY_REGION2 = iow(KVMIO, 0x49, ctypes.sizeof(UserspaceMemoryRegion2))
+KVM_ENABLE_CAP = iow(KVMIO, 0xA3, ctypes.sizeof(EnableCap))
 
 # The ioctls the guard traps (seccomp) and answers.
 MEMSLOT_IOCTLS = (KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2)
-
-MEMSLOT_IOCTL_NAMES = {
-    KVM_SET_USER_MEMORY_REGION: "KVM_SET_USER_MEMORY_REGION",
-    KVM_SET_USER_MEMORY_REGION2: "KVM_SET_USER_MEMORY_REGION2",
-}
 
 KVM_API_VERSION = 12
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ncdma.kvm import abi
 from ncdma.linux.procfs import thread_syscalls
+from ncdma.linux.syscalls import NR_IOCTL
 
 _V1_SIZE = ctypes.sizeof(abi.UserspaceMemoryRegion)
 _FLAGS_OFFSET = abi.UserspaceMemoryRegion.flags.offset
@@ -85,6 +86,6 @@ def blocked_memslot_ioctl(pid: int) -> tuple[int, int, bool] | None:
     """
     requests = {abi.KVM_SET_USER_MEMORY_REGION: False, abi.KVM_SET_USER_MEMORY_REGION2: True}
     for tid, fields in thread_syscalls(pid):
-        if len(fields) > 3 and fields[0] == "16" and int(fields[2], 16) in requests:
+        if len(fields) > 3 and fields[0] == str(NR_IOCTL) and int(fields[2], 16) in requests:
             return tid, int(fields[3], 16), requests[int(fields[2], 16)]
     return None

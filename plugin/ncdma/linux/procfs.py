@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from ncdma.linux.syscalls import NR_EXIT_GROUP
+
 
 def thread_syscalls(pid: int) -> Iterator[tuple[int, list[str]]]:
     """(thread id, fields of /proc/PID/task/TID/syscall) of every thread of ``pid``."""
@@ -17,4 +19,4 @@ def thread_syscalls(pid: int) -> Iterator[tuple[int, list[str]]]:
 
 def exiting(pid: int) -> bool:
     """True if a thread of ``pid`` waits in exit_group (trapped for the guard)."""
-    return any(fields[:1] == ["231"] for _, fields in thread_syscalls(pid))
+    return any(fields[:1] == [str(NR_EXIT_GROUP)] for _, fields in thread_syscalls(pid))

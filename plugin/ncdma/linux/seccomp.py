@@ -1,8 +1,8 @@
 """seccomp user notification, as the wrapper and the guard need it (ctypes, no C).
 
 The wrapper installs a filter that sends only QEMU's memslot ioctls (and, for domains
-that migrate with copy, exit_group) to a listener and allows every other syscall; the guard receives each notification, may rewrite the ioctl's
-argument in QEMU's memory, and answers CONTINUE so that the kernel runs the ioctl with it.
+that migrate with copy, exit_group) to a listener and allows every other syscall; the
+guard receives each notification, may rewrite the ioctl's argument in QEMU's memory, and answers CONTINUE so that the kernel runs the ioctl with it.
 With CONTINUE the guard never sees the kernel's answer (the probe decides beforehand
 whether the flag is accepted).
 """
@@ -16,14 +16,10 @@ import os
 import struct
 from dataclasses import dataclass
 
-from ncdma.errors import NcdmaError
+from ncdma.linux.ioctl import iow, iowr
+from ncdma.linux.syscalls import (AUDIT_ARCH_X86_64, NR_EXIT_GROUP, NR_IOCTL, NR_SECCOMP,
+                                  checked, libc)
 
-AUDIT_ARCH_X86_64 = 0xC000003E
-NR_IOCTL_X86_64 = 16
-NR_EXIT_GROUP_X86_64 = 231
-_NR_SECCOMP = 317
-_NR_PIDFD_OPEN = 434
-_NR_PIDFD_GETFD = 438
 _PR_SET_NO_NEW_PRIVS = 38
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
@@ -40,8 +36,6 @@ _RET_K = 0x06
 _OFFSET_NR = 0
 _OFFSET_ARCH = 4
 _OFFSET_ARG1_LOW = 16 + 8  # args[1], low 32 bits (ioctl's cmd is an unsigned int)
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SockFilter(ctypes.Structure):
@@ -78,30 +72,10 @@ class SeccompNotifResp(ctypes.Structure):
                 ("flags", ctypes.c_uint32)]
 
 
-def _iowr(nr: int, size: int) -> int:
-    return (3 << 30) | (size << 16) | (ord("!") << 8) | nr
-
-
-def _iow(nr: int, size: int) -> int:
-    return (1 << 30) | (size << 16) | (ord("!") << 8) | nr
-
-
-SECCOMP_IOCTL_NOTIF_RECV = _iowr(0, ctypes.sizeof(SeccompNotif))
-SECCOMP_IOCTL_NOTIF_SEND = _iowr(1, ctypes.sizeof(SeccompNotifResp))
-SECCOMP_IOCTL_NOTIF_ID_VALID = _iow(2, 8)
-
-
-class SeccompError(NcdmaError):
-    """A seccomp or pidfd call failed."""
-
-
-def _check(result: int, what: str) -> int:
-    if result < 0:
-        code = ctypes.get_errno()
-        raise SeccompError(f"{what} failed: {os.strerror(code)}",
-                           "this kernel needs seccomp user notification (Linux 5.5+) and "
-                           "pidfd_getfd (5.6+); run `ncdma check`")
-    return result
+SECCOMP_IOC_MAGIC = ord("!")
+SECCOMP_IOCTL_NOTIF_RECV = iowr(SECCOMP_IOC_MAGIC, 0, ctypes.sizeof(SeccompNotif))
+SECCOMP_IOCTL_NOTIF_SEND = iowr(SECCOMP_IOC_MAGIC, 1, ctypes.sizeof(SeccompNotifResp))
+SECCOMP_IOCTL_NOTIF_ID_VALID = iow(SECCOMP_IOC_MAGIC, 2, 8)
 
 
 def ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> list[SockFilter]:
@@ -112,7 +86,7 @@ def ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> list[Soc
     where the guard copies tagged slots after a migration (:mod:`ncdma.guard.capture`).
     """
     first, second = requests
-    exit_check = [(_JEQ_K, 0, 0, NR_EXIT_GROUP_X86_64)] if trap_exit else []
+    exit_check = [(_JEQ_K, 0, 0, NR_EXIT_GROUP)] if trap_exit else []
     skip = len(exit_check)
     allow, notify = 7 + skip, 8 + skip
     program = [
@@ -120,7 +94,7 @@ def ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> list[Soc
         (_JEQ_K, 0, allow - 2, AUDIT_ARCH_X86_64),
         (_LD_W_ABS, 0, 0, _OFFSET_NR),
         *[(code, notify - 4, 0, k) for code, _, _, k in exit_check],
-        (_JEQ_K, 0, allow - 4 - skip, NR_IOCTL_X86_64),
+        (_JEQ_K, 0, allow - 4 - skip, NR_IOCTL),
         (_LD_W_ABS, 0, 0, _OFFSET_ARG1_LOW),
         (_JEQ_K, notify - 6 - skip, 0, first),
         (_JEQ_K, notify - 7 - skip, 0, second),
@@ -141,8 +115,8 @@ def install_ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> 
     instructions = ioctl_filter(requests, trap_exit)
     array = (SockFilter * len(instructions))(*instructions)
     program = SockFprog(len(instructions), ctypes.cast(array, ctypes.POINTER(SockFilter)))
-    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    listener = _check(_libc.syscall(_NR_SECCOMP, _SECCOMP_SET_MODE_FILTER,
+    checked(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    listener = checked(libc.syscall(NR_SECCOMP, _SECCOMP_SET_MODE_FILTER,
                                     _SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(program)),
                       "seccomp(SECCOMP_SET_MODE_FILTER, NEW_LISTENER)")
     os.set_inheritable(listener, True)
@@ -196,14 +170,3 @@ def answer_continue(listener: int, notification_id: int) -> bool:
             return False
         raise
     return True
-
-
-def pidfd_open(pid: int) -> int:
-    """A pidfd for ``pid``: readable once the process has exited."""
-    return _check(_libc.syscall(_NR_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")
-
-
-def pidfd_getfd(pidfd: int, target_fd: int) -> int:
-    """A copy of file descriptor ``target_fd`` of the process behind ``pidfd``."""
-    return _check(_libc.syscall(_NR_PIDFD_GETFD, pidfd, target_fd, 0),
-                  f"pidfd_getfd(fd {target_fd})")

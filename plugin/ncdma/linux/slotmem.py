@@ -20,12 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import SlotMemoryError
 from ncdma.linux.cacheflush import flush_range
-
-
-class SlotMemoryError(NcdmaError):
-    """A slot's memory cannot be mapped, read or written."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ def find_mapping(pid: int, hva: int, size: int) -> Mapping:
         mappings = _mappings(pid)
     except OSError as err:
         raise SlotMemoryError(f"cannot read the mappings of QEMU {pid}: {err.strerror}",
-                              "is QEMU still running?") from None
+                              "is QEMU still running?", pid, hva) from None
     for mapping in mappings:
         if mapping.start <= hva and hva + size <= mapping.end:
             if not mapping.shared or not mapping.path:
@@ -66,10 +62,10 @@ def find_mapping(pid: int, hva: int, size: int) -> Mapping:
                     f"QEMU {pid} holds {hva:#x}+{size:#x} in private anonymous memory, which "
                     f"no other process can map to flush CPU caches around the copy",
                     "start the domain with policy migration='copy' on QEMU >= 10.0 (the "
-                    "wrapper then adds -machine aux-ram-share=on)")
+                    "wrapper then adds -machine aux-ram-share=on)", pid, hva)
             return mapping
     raise SlotMemoryError(f"QEMU {pid} maps nothing at {hva:#x}+{size:#x}",
-                          "the slot is gone: check `ncdma status`")
+                          "the slot is gone: check `ncdma status`", pid, hva)
 
 
 class SlotMemory:
@@ -82,7 +78,8 @@ class SlotMemory:
             descriptor = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as err:
             raise SlotMemoryError(f"cannot open {path} ({mapping.path}): {err.strerror}",
-                                  "run as root (map_files needs CAP_SYS_ADMIN)") from None
+                                  "run as root (map_files needs CAP_SYS_ADMIN)", pid,
+                                  hva) from None
         try:
             # populated up front: a page fault per 4 KiB would cost more than the copy
             self.map = mmap.mmap(descriptor, size, mmap.MAP_SHARED | mmap.MAP_POPULATE,

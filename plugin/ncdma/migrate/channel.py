@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ncdma.errors import NcdmaError, UsageError
+from ncdma.errors import PeerError, UsageError
 
 _TIMEOUT_S = 60.0
 # OpenSSH's default ciphers, AES-GCM first: with AES-NI it carries slots ~1.5x faster
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
-
-
-class PeerError(NcdmaError):
-    """The destination's ncdma could not be reached or failed."""
 
 
 @dataclass(frozen=True)
@@ -89,31 +85,37 @@ class Peer:
     def _run(self, arguments: list[str], data: bytes | None = None,
              answers_on_failure: bool = False) -> dict[str, Any]:
         argv = [*self._ssh(), "--", self.ncdma, *arguments]
+        host, command = self.target.host, arguments[0]
         try:
             done = subprocess.run(argv, input=data, capture_output=True, timeout=_TIMEOUT_S,
                                   check=False, stdin=None if data is not None
                                   else subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise PeerError(f"{self.target.host}: `ncdma {arguments[0]}` gave no answer in "
-                            f"{_TIMEOUT_S:.0f} s", "check the host and its ncdma log") from None
+                            f"{_TIMEOUT_S:.0f} s", "check the host and its ncdma log", host,
+                            command) from None
         except OSError as err:
-            raise PeerError(f"cannot run ssh: {err.strerror}", "install openssh-client") from None
+            raise PeerError(f"cannot run ssh: {err.strerror}", "install openssh-client", host,
+                            command) from None
         error = done.stderr.decode(errors="replace").strip().splitlines()
         if done.returncode == 255:
             raise PeerError(f"cannot reach {self.target.host} over SSH: "
                             f"{error[-1] if error else 'ssh failed'}",
-                            "set up key-based root SSH to it, as qemu+ssh needs")
+                            "set up key-based root SSH to it, as qemu+ssh needs", host,
+                            command, done.returncode)
         if done.returncode == 127:
             raise PeerError(f"ncdma is not installed on {self.target.host} ({self.ncdma})",
-                            "install it there (scripts/install-host or the Ansible role)")
+                            "install it there (scripts/install-host or the Ansible role)",
+                            host, command, done.returncode)
         if done.returncode != 0 and not (answers_on_failure and done.returncode == 1):
-            raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma failed'}")
+            raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma failed'}",
+                            host=host, command=command, peer_exit_status=done.returncode)
         try:
             return dict(json.loads(done.stdout))
         except ValueError:
             raise PeerError(f"{self.target.host}: unreadable answer from `ncdma "
                             f"{arguments[0]}`", "is the same ncdma version installed "
-                            "there?") from None
+                            "there?", host, command, done.returncode) from None
 
     def preflight(self) -> dict[str, Any]:
         """The destination's ``ncdma peer preflight``."""

@@ -15,13 +15,9 @@ from typing import Any
 
 import libvirt
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import MigrationFailed
 
 POLL_S = 0.2
-
-
-class MigrationFailed(NcdmaError):
-    """libvirt's migration failed or was aborted; the source domain keeps running."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ncdma import __version__
-from ncdma.errors import NcdmaError
+from ncdma.errors import DomainStateError, TransferError
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import QEMU_PROGRAMS, program_version, qemu_has_aux_ram_share
 from ncdma.linux import cacheflush
@@ -44,24 +44,25 @@ def _tagged_slot(journal: dict[str, Any], gpa: int, size: int) -> dict[str, Any]
     for slot in journal.get("slots", []):
         if slot["gpa"] == gpa and slot["size"] == size and slot["action"] == "tag":
             return slot
-    raise NcdmaError(f"the incoming domain has no tagged slot at {gpa:#x} of {size:#x} bytes",
-                     "its guard did not tag the slot: see `ncdma status` and the ncdma log "
-                     "on this host")
+    raise TransferError(f"the incoming domain has no tagged slot at {gpa:#x} of {size:#x} "
+                        "bytes", "its guard did not tag the slot: see `ncdma status` and the "
+                        "ncdma log on this host", gpa)
 
 
 def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     """Restore the slots streamed by the source into the incoming domain ``uuid``."""
     journal = read_journal(settings.domain_dir(uuid))
     if journal is None or not journal.get("qemu_pid"):
-        raise NcdmaError(f"no guard journal for the incoming domain {uuid} on this host",
-                         "was it started through ncdma's wrapper? see the ncdma log")
+        raise DomainStateError(f"no guard journal for the incoming domain {uuid} on this host",
+                               "was it started through ncdma's wrapper? see the ncdma log", uuid)
     header = json.loads(stream.readline() or b"{}")
     restored = []
     for slot in header.get("slots", []):
         target = _tagged_slot(journal, slot["gpa"], slot["size"])
         data = stream.read(slot["size"])
         if len(data) != slot["size"]:
-            raise NcdmaError(f"slot at {slot['gpa']:#x} arrived short", "retry the migration")
+            raise TransferError(f"slot at {slot['gpa']:#x} arrived short", "retry the migration",
+                                slot["gpa"])
         # no checksum of the arrival: the slot's checksum after the write (what a device
         # reads) is compared with the source's, which also catches a damaged stream
         transfer = restore(journal["qemu_pid"], target["hva"], data)

@@ -21,9 +21,9 @@ from typing import Any
 
 import libvirt
 
-from ncdma.errors import NcdmaError, UsageError
-from ncdma.migrate.channel import Peer, PeerError, SshTarget
-from ncdma.migrate.job import MigrationFailed, MigrationJob
+from ncdma.errors import MigrationFailed, MigrationRefused, PeerError, UsageError
+from ncdma.migrate.channel import Peer, SshTarget
+from ncdma.migrate.job import MigrationJob
 from ncdma.migrate.options import PAUSED, MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, Strategy, TaggedSlot, decide
 from ncdma.migrate.progress import ProgressDisplay
@@ -37,10 +37,6 @@ from ncdma.virt.domain import parse_domain, with_emulator
 _CAPTURE_WAIT_S = 15.0
 # the definition as libvirt migrates it, passwords included (virsh's --xml files have them)
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
-
-
-class MigrationRefused(NcdmaError):
-    """The preflight refused: nothing was changed."""
 
 
 def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:

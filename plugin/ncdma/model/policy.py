@@ -74,14 +74,14 @@ def _choice(attributes: Mapping[str, str], name: str, kind: type[enum.Enum],
     except ValueError:
         allowed = ", ".join(member.value for member in kind)
         raise PolicyError(f"ncdma metadata: attribute '{name}' is {text[:40]!r}",
-                          f"allowed values: {allowed}") from None
+                          f"allowed values: {allowed}", name) from None
 
 
 def _require(attributes: Mapping[str, str]) -> bool:
     text = attributes.get("require", "no")
     if text not in ("yes", "no"):
         raise PolicyError(f"ncdma metadata: attribute 'require' is {text[:40]!r}",
-                          "allowed values: yes, no")
+                          "allowed values: yes, no", "require")
     return text == "yes"
 
 
@@ -96,7 +96,8 @@ def _bars(attributes: Mapping[str, str]) -> frozenset[Bar]:
         bars = []
     if not bars or len(set(bars)) != len(names):
         raise PolicyError(f"ncdma metadata: attribute 'bars' is {text[:40]!r}",
-                          "allowed: a comma-separated list of hostmem, vram, each at most once")
+                          "allowed: a comma-separated list of hostmem, vram, each at most once",
+                          "bars")
     return frozenset(bars)
 
 
@@ -107,7 +108,7 @@ def _emulator(attributes: Mapping[str, str]) -> str | None:
     if not text.startswith("/") or len(text) > _MAX_PATH or any(c.isspace() for c in text):
         raise PolicyError(f"ncdma metadata: attribute 'emulator' is {text[:40]!r}",
                           "it must be an absolute path without spaces; run `ncdma enable` "
-                          "again to rewrite it")
+                          "again to rewrite it", "emulator")
     return text
 
 
@@ -120,7 +121,7 @@ def parse_policy(attributes: Mapping[str, str]) -> Policy:
     unknown = sorted(set(attributes) - known)
     if unknown:
         raise PolicyError(f"ncdma metadata: unknown attribute '{unknown[0][:40]}'",
-                          f"allowed attributes: {', '.join(sorted(known))}")
+                          f"allowed attributes: {', '.join(sorted(known))}", unknown[0])
     return Policy(
         mode=PolicyMode(_choice(attributes, "mode", PolicyMode, PolicyMode.ENFORCE)),
         require=_require(attributes),

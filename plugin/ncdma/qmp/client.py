@@ -41,7 +41,7 @@ async def _deadline(timeout: float, doing: str) -> AsyncIterator[None]:
     except TimeoutError:
         raise QmpError(f"QEMU did not answer within {timeout:g} s while {doing}",
                        "QEMU may be paused by a signal, hung, or serving another QMP client "
-                       "(one at a time); check it with ps or virsh domstate") from None
+                       "(one at a time); check it with ps or virsh domstate", doing) from None
 
 
 async def _unix_socket(path: str) -> socket.socket:
@@ -127,10 +127,10 @@ async def _execute(client: QMPClient, command: str,
     except ExecuteError as err:
         raise QmpError(f"QEMU refused {what}: {err}",
                        "check the QEMU version (ncdma needs QEMU >= 7.2) and the device "
-                       "configuration") from err
+                       "configuration", command, err.error_class) from err
     except (ExecInterruptedError, StateError) as err:
         raise QmpError(f"the QMP connection closed during {what}: QEMU exited or crashed",
-                       "check QEMU's log, then reconnect to a running QEMU") from err
+                       "check QEMU's log, then reconnect to a running QEMU", command) from err
 
 
 @contextmanager
@@ -141,7 +141,7 @@ def _reading(what: str) -> Iterator[None]:
     except ValueError as err:
         raise QmpError(f"cannot read QEMU's {what}: {err}",
                        "this QEMU's answer is unknown to ncdma; report it with the QEMU "
-                       "version") from err
+                       "version", what) from err
 
 
 async def _human(client: QMPClient, command_line: str) -> str:
@@ -165,7 +165,7 @@ async def _root_bus_number(client: QMPClient, bus: str, host: str) -> int:
     name = bus.rpartition("/")[2]
     if name not in await _property_names(client, PERIPHERALS[0]):
         raise QmpError(f"cannot tell the bus number of PCI expander bus {name}",
-                       "give the pxb device an id (libvirt always does)")
+                       "give the pxb device an id (libvirt always does)", "qom-list")
     return int(await _get(client, f"{PERIPHERALS[0]}/{name}", "bus_nr"))
 
 

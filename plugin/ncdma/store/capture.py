@@ -16,8 +16,6 @@ with a sha256 per slot, and ``slot-<gpa>.bin`` the content, written by the guard
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 from ncdma.linux.slotmem import preallocate
 from ncdma.settings import Settings
+from ncdma.store.files import PRIVATE, PRIVATE_DIR, make_directory, read_json_object, write_json
 
 REQUEST_FILE = "capture.json"
 RESULT_FILE = "captured.json"
@@ -51,20 +50,15 @@ def migration_dir(settings: Settings, uuid: str) -> Path:
     return settings.state_dir / "migrations" / uuid
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2))
-    os.replace(temporary, path)
-
-
 def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
     """Ask the domain's guard to capture ``slots`` when QEMU exits; return the directory."""
     directory = migration_dir(settings, uuid)
     shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(mode=0o700, parents=True)
+    make_directory(directory, PRIVATE_DIR)
     for slot in slots:  # allocated now, while the guest runs, not during the downtime
         preallocate(directory / slot.data_name, slot.size)
-    _write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]})
+    write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]}, PRIVATE,
+               indent=2)
     return directory
 
 
@@ -75,9 +69,8 @@ def disarm(settings: Settings, uuid: str) -> None:
 
 def read_request(settings: Settings, uuid: str) -> list[SlotRef] | None:
     """The slots `ncdma migrate` asked the guard to capture, or None when it asked nothing."""
-    try:
-        request = json.loads((migration_dir(settings, uuid) / REQUEST_FILE).read_text())
-    except (OSError, ValueError):
+    request = read_json_object(migration_dir(settings, uuid) / REQUEST_FILE)
+    if request is None:
         return None
     return [SlotRef(**record) for record in request.get("slots", [])]
 
@@ -85,12 +78,10 @@ def read_request(settings: Settings, uuid: str) -> list[SlotRef] | None:
 def write_result(settings: Settings, uuid: str, slots: list[dict[str, Any]],
                  error: str | None) -> None:
     """The guard's capture result: each captured slot (with file and sha256), or the error."""
-    _write_json(migration_dir(settings, uuid) / RESULT_FILE, {"slots": slots, "error": error})
+    write_json(migration_dir(settings, uuid) / RESULT_FILE, {"slots": slots, "error": error},
+               PRIVATE, indent=2)
 
 
 def read_captured(settings: Settings, uuid: str) -> dict[str, Any] | None:
     """The guard's capture result, or None when the guard wrote none."""
-    try:
-        return json.loads((migration_dir(settings, uuid) / RESULT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json_object(migration_dir(settings, uuid) / RESULT_FILE)

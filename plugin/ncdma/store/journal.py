@@ -8,14 +8,13 @@ atomically, so that `ncdma status` can read it and a new guard can rebuild its t
 from __future__ import annotations
 
 import collections
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.slot import Action, Decision
+from ncdma.store.files import read_json_object, write_json
 from ncdma.store.state import SLOTS_FILE
 
 EVENTS_KEPT = 256
@@ -81,15 +80,12 @@ class Journal:
 
     def save(self) -> None:
         """Write slots.json atomically."""
-        temporary = self.path.with_name(f".{SLOTS_FILE}.tmp")
-        temporary.write_text(json.dumps(self.to_json()))
-        os.replace(temporary, self.path)
+        write_json(self.path, self.to_json())
 
     def load(self) -> None:
         """Rebuild the table from slots.json (a guard taking over from a dead one)."""
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+        data = read_json_object(self.path)
+        if data is None:
             return
         self.slots = {record["slot"]: SlotRecord(**record) for record in data.get("slots", [])}
         self.counts.update(data.get("counts", {}))
@@ -97,7 +93,4 @@ class Journal:
 
 def read_journal(directory: Path) -> dict[str, Any] | None:
     """The saved journal of a domain, or None when no guard wrote one."""
-    try:
-        return json.loads((directory / SLOTS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json_object(directory / SLOTS_FILE)

@@ -12,9 +12,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import StateFileError
+from ncdma.linux.pidfd import alive, start_time
 from ncdma.model.plan import Plan
 from ncdma.settings import Settings
+from ncdma.store.files import SHARED, SHARED_DIR, make_directory, write_json, write_text
 
 # The files of a domain's state directory.
 PLAN_FILE = "plan.json"          # the hook's decision (root writes, all read)
@@ -27,23 +29,15 @@ QMP_SOCKET = "qmp/qmp.sock"      # QEMU's private QMP socket, in a directory QEM
 
 def write_plan(settings: Settings, plan: Plan) -> Path:
     """Store ``plan`` in the domain's state directory; return the file's path."""
-    directory = settings.domain_dir(plan.uuid)
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    directory.chmod(0o755)  # whatever the umask libvirt gave the hook
-    target = directory / PLAN_FILE
-    temporary = directory / f".{PLAN_FILE}.{os.getpid()}"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    os.fchmod(descriptor, 0o644)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(plan.to_json(), handle, indent=2)
-    os.replace(temporary, target)
+    target = make_directory(settings.domain_dir(plan.uuid), SHARED_DIR) / PLAN_FILE
+    write_json(target, plan.to_json(), SHARED, indent=2)
     return target
 
 
 def read_plan(settings: Settings, uuid: str) -> Plan | None:
     """The domain's plan, or None when the hook wrote none (the domain does not opt in).
 
-    :raise NcdmaError: When a plan exists but cannot be read.
+    :raise StateFileError: When a plan exists but cannot be read.
     """
     path = settings.domain_dir(uuid) / PLAN_FILE
     try:
@@ -52,8 +46,8 @@ def read_plan(settings: Settings, uuid: str) -> Plan | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise NcdmaError(f"unreadable plan {path}: {err}",
-                         "restart the domain so that the hook writes it again") from None
+        raise StateFileError(f"unreadable plan {path}: {err}",
+                             "restart the domain so that the hook writes it again", path) from None
 
 
 def remove_domain_state(settings: Settings, uuid: str) -> None:
@@ -61,11 +55,18 @@ def remove_domain_state(settings: Settings, uuid: str) -> None:
     shutil.rmtree(settings.domain_dir(uuid), ignore_errors=True)
 
 
+def write_guard_pid(directory: Path) -> None:
+    """Record the calling process as the domain's guard: its pid and start time."""
+    pid = os.getpid()
+    write_text(directory / GUARD_PID_FILE, f"{pid} {start_time(pid)}\n", SHARED)
+
+
 def guard_pid(settings: Settings, plan: Plan) -> int | None:
-    """The pid of the domain's guard if it is alive, else None."""
+    """The pid of the domain's guard if it is alive (the same process that wrote it), else None."""
     try:
-        pid = int((settings.domain_dir(plan.uuid) / GUARD_PID_FILE).read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
+        fields = (settings.domain_dir(plan.uuid) / GUARD_PID_FILE).read_text().split()
+        pid = int(fields[0])
+        started = int(fields[1]) if len(fields) > 1 else None
+    except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return pid if alive(pid, started) else None

@@ -8,13 +8,13 @@ QEMU registered with KVM.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from ncdma.errors import NcdmaError
+from ncdma.errors import DomainStateError
 from ncdma.model.plan import Plan
 from ncdma.settings import Settings
+from ncdma.store.files import read_json
 from ncdma.store.journal import read_journal
 from ncdma.store.state import FLATVIEW_FILE, PLAN_FILE, guard_pid, read_plan
 
@@ -36,16 +36,16 @@ class DomainStatus:
 def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
     """The plan of a domain started with ncdma on this host, by name or UUID.
 
-    :raise NcdmaError: When no running domain of that name has a plan here.
+    :raise DomainStateError: When no running domain of that name has a plan here.
     """
     domains = settings.state_dir / "domains"
     for plan_file in sorted(domains.glob(f"*/{PLAN_FILE}")) if domains.exists() else []:
         plan = read_plan(settings, plan_file.parent.name)
         if plan is not None and name_or_uuid in (plan.domain, plan.uuid):
             return plan
-    raise NcdmaError(f"no domain {name_or_uuid!r} is running with ncdma on this host",
-                     "start it with `virsh start` after `ncdma enable`; "
-                     "`virsh list` shows what runs")
+    raise DomainStateError(f"no domain {name_or_uuid!r} is running with ncdma on this host",
+                           "start it with `virsh start` after `ncdma enable`; "
+                           "`virsh list` shows what runs", name_or_uuid)
 
 
 def kvm_range_name(slot: dict[str, Any], flatview: list[dict[str, Any]]) -> str | None:
@@ -77,10 +77,8 @@ def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
     directory = settings.domain_dir(plan.uuid)
     pid = guard_pid(settings, plan)
     journal = read_journal(directory)
-    try:
-        flatview = json.loads((directory / FLATVIEW_FILE).read_text())
-    except (OSError, ValueError):
-        flatview = None
+    saved = read_json(directory / FLATVIEW_FILE)
+    flatview = saved if isinstance(saved, list) else None
     return DomainStatus(plan, pid, pid is not None, journal, flatview,
                         cross_check(journal, flatview))
 

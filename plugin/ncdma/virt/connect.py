@@ -30,7 +30,7 @@ def _ignore(_context: Any, _error: Any) -> None:
 def libvirt_error(err: libvirt.libvirtError, doing: str) -> LibvirtError:
     """An operator-facing error for a failed libvirt call."""
     hint = _HINTS.get(err.get_error_code(), "see libvirtd's log")
-    return LibvirtError(f"{doing}: {err.get_error_message()}", hint)
+    return LibvirtError(f"{doing}: {err.get_error_message()}", hint, err.get_error_code())
 
 
 @contextmanager

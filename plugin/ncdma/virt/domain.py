@@ -15,13 +15,13 @@ from lxml import etree
 from ncdma.errors import DomainXmlError, PolicyError
 from ncdma.model.domain import Domain, GpuDevice
 from ncdma.model.policy import ELEMENT, Policy, parse_policy
+from ncdma.virt.xmldoc import parse_xml, xml_text
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 _Q = f"{{{QEMU_NS}}}"
 _GPU_DRIVER = re.compile(r"^(virtio-(gpu|vga)|vhost-user-(gpu|vga))[-a-z0-9]*$")
 _SIZE = re.compile(r"^(\d+)\s*([kKmMgGtTpPeE]?)(i?B)?$")
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
-_MAX_XML = 16 * 1024 * 1024
 
 
 def parse_size(text: str) -> int:
@@ -157,16 +157,7 @@ def parse_domain(xml: str | bytes) -> Domain:
     :raise DomainXmlError: When the XML is not a well-formed domain.
     :raise PolicyError: When its ncdma metadata is invalid.
     """
-    data = xml.encode() if isinstance(xml, str) else xml
-    if len(data) > _MAX_XML:
-        raise DomainXmlError(f"domain XML is {len(data)} bytes", "libvirt never sends that much")
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False,
-                             remove_comments=True)
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as err:
-        raise DomainXmlError(f"domain XML is not well-formed: {err}",
-                             "pass the XML libvirt gives on stdin") from None
+    root = parse_xml(xml, remove_comments=True)
     if root.tag != "domain":
         raise DomainXmlError(f"root element is <{str(root.tag)[:40]}>, not <domain>",
                              "pass a libvirt domain XML")
@@ -184,10 +175,9 @@ def parse_domain(xml: str | bytes) -> Domain:
 
 def with_emulator(data: bytes, emulator: str) -> str:
     """The same domain XML with only <emulator> changed (ABI-neutral)."""
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    root = etree.fromstring(data, parser)
+    root = parse_xml(data)
     element = root.find("devices/emulator")
     if element is None:
         element = etree.SubElement(root.find("devices"), "emulator")
     element.text = emulator
-    return etree.tostring(root, encoding="unicode")
+    return xml_text(root)

@@ -13,22 +13,18 @@ from collections.abc import Mapping
 import libvirt
 from lxml import etree
 
-from ncdma.errors import LibvirtError, NcdmaError
+from ncdma.errors import DomainStateError, DomainXmlError
 from ncdma.model.policy import ELEMENT, NAMESPACE, PREFIX, Policy, parse_policy
 from ncdma.virt.connect import libvirt_error
+from ncdma.virt.xmldoc import parse_xml, xml_text
 
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
-
-
-def _parse(xml: str) -> etree._Element:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    return etree.fromstring(xml.encode(), parser)
 
 
 def _emulator_element(root: etree._Element) -> etree._Element:
     element = root.find("devices/emulator")
     if element is None:
-        raise NcdmaError("the domain has no <emulator>", "define it with an explicit emulator")
+        raise DomainXmlError("the domain has no <emulator>", "define it with an explicit emulator")
     return element
 
 
@@ -37,7 +33,7 @@ def enable_xml(xml: str, options: Mapping[str, str], wrapper: str) -> tuple[str,
 
     :raise PolicyError: When the resulting policy is invalid.
     """
-    root = _parse(xml)
+    root = parse_xml(xml)
     emulator = _emulator_element(root)
     metadata = root.find("metadata")
     if metadata is None:
@@ -54,7 +50,7 @@ def enable_xml(xml: str, options: Mapping[str, str], wrapper: str) -> tuple[str,
     element.attrib.clear()
     element.attrib.update(policy.attributes())
     emulator.text = wrapper
-    return etree.tostring(root, encoding="unicode"), policy
+    return xml_text(root), policy
 
 
 def _metadata_position(root: etree._Element) -> int:
@@ -69,20 +65,20 @@ def _metadata_position(root: etree._Element) -> int:
 def disable_xml(xml: str) -> str:
     """The domain XML with ncdma's metadata removed and the original emulator back.
 
-    :raise NcdmaError: When the domain is not enabled.
+    :raise DomainStateError: When the domain is not enabled.
     """
-    root = _parse(xml)
+    root = parse_xml(xml)
     metadata = root.find("metadata")
     element = metadata.find(ELEMENT) if metadata is not None else None
     if metadata is None or element is None:
-        raise NcdmaError("ncdma is not enabled on this domain", "nothing to disable")
+        raise DomainStateError("ncdma is not enabled on this domain", "nothing to disable")
     original = element.get("emulator")
     metadata.remove(element)
     if len(metadata) == 0:
         root.remove(metadata)
     if original:
         _emulator_element(root).text = original
-    return etree.tostring(root, encoding="unicode")
+    return xml_text(root)
 
 
 def _persistent_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
@@ -92,7 +88,8 @@ def _persistent_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain
     except libvirt.libvirtError as err:
         raise libvirt_error(err, f"cannot find domain {name}") from None
     if not persistent:
-        raise LibvirtError(f"domain {name} is transient", "define it with `virsh define` first")
+        raise DomainStateError(f"domain {name} is transient",
+                               "define it with `virsh define` first", name)
     return domain
 
 
