@@ -39,8 +39,11 @@ class GuardedHost:
         self.settings = load_settings(self.config)
         self.service: subprocess.Popen[bytes] | None = None
 
-    def start_service(self) -> None:
-        self.service = subprocess.Popen([sys.executable, "-m", "ncdma", "guardd"], env=self.env,
+    def start_service(self, **environment: str) -> None:
+        """Start `ncdma guardd` (``environment`` added to its own, e.g. NCDMA_FAULT_FILE)."""
+        self.settings.guard_socket.unlink(missing_ok=True)
+        self.service = subprocess.Popen([sys.executable, "-m", "ncdma", "guardd"],
+                                        env={**self.env, **environment},
                                         stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.settings.guard_socket.exists():
@@ -65,6 +68,13 @@ class GuardedHost:
         wrapper = Path(sys.executable).with_name("ncdma-qemu")
         return [str(wrapper), "-uuid", domain, "-machine", "pc,accel=kvm", "-display", "none",
                 "-nodefaults", *qemu_args]
+
+    def guard_pid(self, domain: str) -> int | None:
+        """The pid in the domain's guard.pid, if any."""
+        try:
+            return int((self.settings.domain_dir(domain) / "guard.pid").read_text().split()[0])
+        except (OSError, ValueError):
+            return None
 
     def journal(self, domain: str) -> dict[str, Any]:
         return json.loads((self.settings.domain_dir(domain) / "slots.json").read_text())

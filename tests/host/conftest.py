@@ -8,9 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
+
+from lab.guarded import GuardedHost, guarded_host
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,3 +27,28 @@ def run_ncdma(args: Sequence[str], prefix: Sequence[str] = ()) -> subprocess.Com
     """Run the installed ncdma command line as an operator would, optionally under a wrapper."""
     return subprocess.run([*prefix, sys.executable, "-m", "ncdma", *args],
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: unix socket paths must stay under 108 bytes."""
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as directory:
+        yield Path(directory)
+
+
+@pytest.fixture
+def host(short_tmp: Path) -> Iterator[GuardedHost]:
+    """A running guard service with its own state directory."""
+    with guarded_host(short_tmp) as guarded:
+        yield guarded
+
+
+@pytest.fixture
+def faulty_host(short_tmp: Path) -> Iterator[GuardedHost]:
+    """A host whose guard service honours the test's fault file ``root/fault`` (tests only)."""
+    guarded = GuardedHost(short_tmp)
+    guarded.start_service(NCDMA_FAULT_FILE=str(short_tmp / "fault"))
+    try:
+        yield guarded
+    finally:
+        guarded.stop_service()

@@ -6,38 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from ncdma.model.verdict import Mode
-from lab.guarded import GuardedHost, guarded_host
+from lab.guarded import GuardedHost
 from lab.guests.build import build_guest, exit_code
 
 ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    """A short directory: unix socket paths must stay under 108 bytes."""
-    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as directory:
-        yield Path(directory)
-
-
-@pytest.fixture
-def host(short_tmp: Path) -> Iterator[GuardedHost]:
-    with guarded_host(short_tmp) as guarded:
-        yield guarded
-
-
-def _guard_pid(host: GuardedHost, domain: str) -> int | None:
-    try:
-        return int((host.settings.domain_dir(domain) / "guard.pid").read_text().split()[0])
-    except (OSError, ValueError):
-        return None
 
 
 def test_guest_runs_to_completion_through_the_guard(host, tmp_path) -> None:
@@ -64,7 +39,7 @@ def test_the_guard_killed_20_times_during_churn_loses_nothing(host, tmp_path) ->
     try:
         deadline = time.monotonic() + 120
         while kills < 20 and qemu.poll() is None and time.monotonic() < deadline:
-            pid = _guard_pid(host, domain)
+            pid = host.guard_pid(domain)
             if pid is not None:
                 try:
                     os.kill(pid, signal.SIGKILL)

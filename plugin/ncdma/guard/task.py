@@ -31,6 +31,7 @@ from pathlib import Path
 from ncdma.errors import NcdmaError
 from ncdma.guard.capture import capture_at_exit
 from ncdma.guard.classify import classify
+from ncdma.guard.faults import Faults
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
 from ncdma.kvm.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.linux import seccomp, syscalls
@@ -115,8 +116,10 @@ class Guard:
 
     def __init__(self, listener: int, qemu_pid: int, plan: Plan, directory: Path,
                  log: logging.Logger, watcher: LayoutWatcher | None,
-                 on_exit: Callable[[], None] = lambda: None) -> None:
+                 on_exit: Callable[[], None] = lambda: None,
+                 faults: Faults | None = None) -> None:
         self.listener = listener
+        self.faults = faults or Faults(None)
         self.on_exit = on_exit
         self.qemu_pid = qemu_pid
         self.plan = plan
@@ -167,7 +170,15 @@ class Guard:
         seccomp.answer_continue(self.listener, note.id)
         self.latencies_us.append((time.perf_counter() - received) * 1e6)
         if request is not None and decision is not None:
+            self._fault_point(request, decision)
             self._journal(request, decision, flag_set)
+
+    def _fault_point(self, request: Memslot, decision: Decision) -> None:
+        if decision.action is Action.TAG:
+            self.faults.reached("after-answer:tag")
+        elif decision.action is Action.DELETE and request.slot in self.journal.slots \
+                and self.journal.slots[request.slot].action == Action.TAG.value:
+            self.faults.reached("after-answer:untag")
 
     def handle_exit(self, note: seccomp.Notification) -> None:
         """QEMU (or a thread of it) calls exit_group: run ``on_exit``, then let it exit."""
@@ -289,12 +300,16 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
     if plan is None:
         log.error("guard: no plan for domain %s: nothing to guard", task.uuid)
         return 1
+    faults = Faults.from_environment(os.environ)
+    if task.recovering and faults.armed("guard-start"):
+        log.error("guard %s: cannot start (fault injected by a test)", plan.domain)
+        return 1
     listener = task.listener if task.listener is not None else pidfd_getfd(
         pidfd_open(task.qemu_pid), task.listener_in_qemu)
     write_guard_pid(directory)
     watcher = LayoutWatcher(directory, log, settings.hook_timeout)
     guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher,
-                  lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log))
+                  lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log), faults)
     if task.recovering:
         guard.journal.load()
         guard.resume_pending()
