@@ -16,9 +16,10 @@ def test_tagged_slots_stay_tagged_until_deleted(tmp_path) -> None:
     journal = Journal(tmp_path, "enforce", 8)
     journal.record(Memslot(3, 1, 0xFC000000, 0x800000, 0x7F00), TAG, True)
     journal.record(Memslot(3, 0, 0xFC000000, 0x800000, 0x7F00), KEEP, True)
-    assert journal.tagged == {3} and journal.slots[3].owner == "video0 vram"
+    assert journal.tagged == {3: (0xFC000000, 0x800000, 0x7F00)}
+    assert journal.slots[3].owner == "video0 vram"
     journal.record(Memslot(3, 0, 0xFC000000, 0, 0x7F00), DELETE, False)
-    assert journal.tagged == frozenset() and 3 not in journal.slots
+    assert journal.tagged == {} and 3 not in journal.slots
 
 
 def test_events_are_bounded(tmp_path) -> None:
@@ -35,8 +36,26 @@ def test_a_successor_rebuilds_the_table(tmp_path) -> None:
     journal.save()
     successor = Journal(tmp_path, "enforce", 8)
     successor.load()
-    assert successor.tagged == {5} and successor.counts["tag"] == 1
+    assert successor.tagged == {5: (0xFC000000, 0x800000, 0x7F00)}
+    assert successor.counts["tag"] == 1
     assert read_journal(tmp_path)["slots"][0]["gpa"] == 0xFC000000
+
+
+def test_a_successor_applies_the_change_written_ahead_of_the_last_answer(tmp_path) -> None:
+    journal = Journal(tmp_path, "enforce", 8)
+    vram = Memslot(5, 1, 0xFC000000, 0x800000, 0x7F00)
+    journal.write_ahead(vram, TAG, True)
+    journal.record(vram, TAG, True)
+    journal.save()
+    deleted = Memslot(5, 0, 0xFC000000, 0, 0x7F00)
+    journal.write_ahead(deleted, DELETE, False)  # killed here: answered or not, never saved
+    successor = Journal(tmp_path, "enforce", 8)
+    successor.load()
+    assert successor.tagged == {}
+    successor.write_ahead(vram, TAG, True)  # and the other way round: a tag not yet saved
+    again = Journal(tmp_path, "enforce", 8)
+    again.load()
+    assert again.tagged == {5: (0xFC000000, 0x800000, 0x7F00)}
 
 
 def test_cross_check_names_slots_missing_from_the_flat_view() -> None:

@@ -1,6 +1,9 @@
 """The guard's side of a capture: read the requested slots while QEMU waits in exit_group.
 
 The request and result files, and why the content is read at exit: :mod:`ncdma.store.capture`.
+The capture has a deadline inside libvirt's grace period (libvirt sends SIGTERM and waits
+10 s before SIGKILL): slots not read by then are not read, the result says the migration
+was not copied, and QEMU exits.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from ncdma.linux.slotmem import capture
 from ncdma.settings import Settings
 from ncdma.store.capture import migration_dir, read_request, write_result
 
+CAPTURE_DEADLINE_S = 8.0  # from the trapped exit_group; libvirt's SIGTERM grace is 10 s
 
-def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.Logger) -> None:
-    """QEMU waits in exit_group; read every requested slot. Never raises."""
+
+def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.Logger,
+                    deadline: float) -> None:
+    """QEMU waits in exit_group; read every requested slot before ``deadline`` (monotonic).
+    Never raises."""
     requested = read_request(settings, uuid)
     if requested is None:
         return  # no migration asked for a copy: QEMU just exits
@@ -25,6 +32,11 @@ def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.L
     slots: list[dict[str, Any]] = []
     error = None
     for slot in requested:
+        if time.monotonic() > deadline:
+            error = (f"the capture's deadline ({CAPTURE_DEADLINE_S:.0f} s after QEMU's exit "
+                     f"began) passed after {len(slots)} of {len(requested)} slots: not copied")
+            log.error("capture %s: %s", uuid, error)
+            break
         began = time.perf_counter()
         try:
             transfer = capture(qemu_pid, slot.hva, slot.size, directory / slot.data_name)

@@ -3,13 +3,16 @@
 Contract (DESIGN.md section 3): a slot is tagged only if its memory is virtio-gpu
 device-BAR memory selected by the policy; a slot whose memory overlaps guest system RAM is
 never tagged, whatever the guest does with its BARs; a tagged slot keeps the flag on every
-re-issue (the kernel rejects a change of that bit) and is forgotten when deleted. On any
-doubt the slot is left untouched, and the reason says why.
+re-issue (the kernel rejects a change of that bit) and is forgotten when deleted. A re-issue
+is the same slot id at the same guest address, size and host address: a slot id that comes
+back with other memory (a delete the table missed) is classified afresh, never given the
+flag for what it held before. On any doubt the slot is left untouched, and the reason says
+why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.layout import Layout
@@ -39,11 +42,12 @@ def selected_owner(slot: Memslot, layout: Layout, bars: Collection[str]) -> str 
 
 
 def classify(slot: Memslot, layout: Layout | None, bars: Collection[str],
-             tagged: Collection[int]) -> Decision:
-    """Decide for ``slot`` given the layout known now, the policy's ``bars``, tagged slot ids."""
+             tagged: Mapping[int, tuple[int, int, int]]) -> Decision:
+    """Decide for ``slot`` given the layout known now, the policy's ``bars`` and the tagged
+    slots (slot id -> guest address, size, host address)."""
     if slot.deletes:
         return Decision(Action.DELETE, "slot deleted")
-    if slot.slot in tagged:
+    if tagged.get(slot.slot) == (slot.gpa, slot.size, slot.hva):
         return Decision(Action.KEEP, "re-issue of a tagged slot keeps the flag")
     if layout is None:
         return Decision(Action.UNTOUCHED, "VM layout not known yet (QMP not ready)")

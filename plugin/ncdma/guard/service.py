@@ -3,9 +3,10 @@
 libvirt usually runs QEMU as an unprivileged user with no capabilities, and the pid
 libvirt knows must stay QEMU's; reading and rewriting QEMU's ioctl argument needs
 ptrace-level access, which a child of that user does not have (Yama). So the wrapper
-hands its listener over a unix socket to this service, which runs as root, starts one
-guard process per domain with it, and restarts a guard that dies while its QEMU lives
-(the new guard takes the listener back from QEMU with pidfd_getfd).
+hands its listener over a unix socket to this service, which runs as root and forks one
+keeper per domain with it (:mod:`ncdma.guard.keeper`): the keeper runs the guard, replaces
+it when it dies or stalls, and outlives this service (a restart or a crash of the service
+leaves every running VM guarded).
 
 Protocol (one exchange per connection): the wrapper sends one JSON line
 ``{"uuid": ..., "pid": ..., "listener_fd": N}`` with the listener attached (SCM_RIGHTS);
@@ -27,28 +28,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ncdma.guard.task import GuardTask, run_guard
-from ncdma.linux.pidfd import alive
+from ncdma.guard.keeper import keep
+from ncdma.guard.task import GuardTask
 from ncdma.logs import configure_logging
 from ncdma.settings import Settings
 from ncdma.store.state import QMP_SOCKET, read_plan
 
 _MAX_REQUEST = 4096
-_RESTARTS_PER_DOMAIN = 100
 _MAX_UNIX_PATH = 108  # sun_path, with its terminating NUL
 
 
 @dataclass
 class Attachment:
-    """One guarded QEMU: the pid of its guard process, and how often it was restarted."""
+    """One guarded QEMU: the pid of its keeper process."""
 
     task: GuardTask
-    guard_pid: int
-    restarts: int = 0
+    keeper_pid: int
 
 
 class GuardService:
-    """Accepts listeners from wrappers and keeps one guard alive per running QEMU."""
+    """Accepts listeners from wrappers and forks one keeper per running QEMU."""
 
     def __init__(self, settings: Settings, log: logging.Logger) -> None:
         self.settings = settings
@@ -58,7 +57,7 @@ class GuardService:
         self.server: socket.socket | None = None
 
     def server_close(self) -> None:
-        """Close the listening socket (in a forked guard, which must not hold it)."""
+        """Close the listening socket (in a forked keeper, which must not hold it)."""
         if self.server is not None:
             self.server.close()
 
@@ -77,48 +76,35 @@ class GuardService:
         qmp_dir = directory / Path(QMP_SOCKET).parent
         qmp_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(qmp_dir, peer_uid, -1)  # QEMU, running as the wrapper's user, creates it
-        task = GuardTask(uuid, pid, int(request.get("listener_fd", -1)), listener)
-        attachment = Attachment(task, self.fork_guard(task))
+        task = GuardTask(uuid, pid, plan, listener)
+        attachment = Attachment(task, self.fork_keeper(task))
         with self.lock:
             self.attachments[uuid] = attachment
-        self.log.info("guardd: %s (QEMU %d) attached, guard %d", plan.domain, pid,
-                      attachment.guard_pid)
+        self.log.info("guardd: %s (QEMU %d) attached, keeper %d", plan.domain, pid,
+                      attachment.keeper_pid)
         return {"ok": True, "qmp_socket": str(directory / QMP_SOCKET)}
 
-    def fork_guard(self, task: GuardTask) -> int:
-        """A guard process for ``task``, forked from this warm process (no start-up cost:
-        QEMU waits in its first memslot ioctl until the guard answers)."""
+    def fork_keeper(self, task: GuardTask) -> int:
+        """The keeper of ``task``, forked from this warm process (no start-up cost: QEMU
+        waits in its first memslot ioctl until the guard answers), in a session of its own."""
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 os.setsid()
                 self.server_close()
-                code = run_guard(task, self.settings)
+                code = keep(task, self.settings)
             finally:
                 os._exit(code)
         return pid
 
     def reap(self) -> None:
-        """Restart guards that died while their QEMU lives; forget finished ones."""
+        """Forget the keepers that ended (their QEMU exited)."""
         with self.lock:
             for uuid, attachment in list(self.attachments.items()):
-                waited, raw = os.waitpid(attachment.guard_pid, os.WNOHANG)
-                if waited == 0:
-                    continue
-                status = os.waitstatus_to_exitcode(raw)
-                qemu_alive = alive(attachment.task.qemu_pid)
-                if status == 0 or not qemu_alive or attachment.restarts >= _RESTARTS_PER_DOMAIN:
-                    if qemu_alive and status != 0:
-                        self.log.error("guardd: guard of %s keeps dying: given up", uuid)
+                waited, _ = os.waitpid(attachment.keeper_pid, os.WNOHANG)
+                if waited != 0:
                     del self.attachments[uuid]
-                    continue
-                attachment.restarts += 1
-                self.log.warning("guardd: guard of %s died (status %s): restarting (%d)",
-                                 uuid, status, attachment.restarts)
-                recovery = GuardTask(uuid, attachment.task.qemu_pid,
-                                     attachment.task.listener_in_qemu, None)
-                attachment.guard_pid = self.fork_guard(recovery)
 
     def handle_connection(self, connection: socket.socket) -> None:
         """One wrapper's request: read it, answer it, close."""

@@ -2,15 +2,18 @@
 
 For each notification it reads the slot from QEMU's memory, classifies it with the
 layout known at that moment (never asking QEMU: QEMU's thread holds the big lock while it
-waits in the ioctl), sets the flag in enforce mode, answers CONTINUE, then journals.
-Whatever goes wrong inside, the ioctl is answered (untouched) and the error logged.
+waits in the ioctl), writes the change to the journal (fsynced), sets the flag in enforce
+mode, answers CONTINUE, then saves the whole table. Whatever goes wrong inside, the ioctl
+is answered (untouched) and the error logged; a journal that cannot be written (a full
+state directory) means no new tag, never a dead guard.
 
 A layout thread keeps the VM's layout fresh over QEMU's private QMP socket; the
 notification loop only reads the latest snapshot. The guard exits when QEMU exits. A
-guard started with ``--recover`` takes the listener back from QEMU (pidfd_getfd),
-rebuilds its table from the journal and answers a notification its predecessor left.
+guard taking over from a dead one rebuilds its table from the journal and answers a
+notification its predecessor left.
 
-Run by the guard service, in a process it forks per domain (:func:`run_guard`).
+Run by the domain's keeper (:mod:`ncdma.guard.keeper`), in a process it forks
+(:func:`run_guard`).
 """
 
 from __future__ import annotations
@@ -29,23 +32,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ncdma.errors import NcdmaError
-from ncdma.guard.capture import capture_at_exit
+from ncdma.guard.capture import CAPTURE_DEADLINE_S, capture_at_exit
 from ncdma.guard.classify import classify
 from ncdma.guard.faults import Faults
+from ncdma.guard.heartbeat import Heartbeat
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
 from ncdma.kvm.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.linux import seccomp, syscalls
-from ncdma.linux.pidfd import alive, pidfd_getfd, pidfd_open
+from ncdma.linux.pidfd import alive, pidfd_open
 from ncdma.linux.procfs import exiting
-from ncdma.logs import configure_logging
 from ncdma.model.layout import FlatRange, Layout
 from ncdma.model.plan import Plan
 from ncdma.model.slot import Action, Decision
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings
 from ncdma.store.files import write_json
-from ncdma.store.journal import Journal
-from ncdma.store.state import FLATVIEW_FILE, PENDING_FILE, QMP_SOCKET, read_plan, write_guard_pid
+from ncdma.store.journal import Journal, SlotRecord
+from ncdma.store.state import FLATVIEW_FILE, PENDING_FILE, QMP_SOCKET, write_guard_pid
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
 _LATENCIES_KEPT = 4096
@@ -106,9 +109,12 @@ class LayoutWatcher(threading.Thread):
 
 
     def _save_flat_view(self, ranges: Sequence[FlatRange]) -> None:
-        write_json(self.directory / FLATVIEW_FILE, [
-            {"start": r.start, "size": r.size, "name": r.name, "kind": r.kind, "kvm": r.kvm}
-            for r in ranges])
+        try:
+            write_json(self.directory / FLATVIEW_FILE, [
+                {"start": r.start, "size": r.size, "name": r.name, "kind": r.kind, "kvm": r.kvm}
+                for r in ranges])
+        except OSError as err:  # a full state directory: the layout matters more
+            self.log.warning("layout: flat view not saved: %s", err.strerror)
 
 
 class Guard:
@@ -116,10 +122,12 @@ class Guard:
 
     def __init__(self, listener: int, qemu_pid: int, plan: Plan, directory: Path,
                  log: logging.Logger, watcher: LayoutWatcher | None,
-                 on_exit: Callable[[], None] = lambda: None,
-                 faults: Faults | None = None) -> None:
+                 on_exit: Callable[[float], None] = lambda deadline: None,
+                 faults: Faults | None = None, heartbeat: Heartbeat | None = None) -> None:
         self.listener = listener
         self.faults = faults or Faults(None)
+        self.heartbeat = heartbeat or Heartbeat()
+        self.journal_error: str | None = None
         self.on_exit = on_exit
         self.qemu_pid = qemu_pid
         self.plan = plan
@@ -153,46 +161,80 @@ class Guard:
         if note.nr == syscalls.NR_EXIT_GROUP:
             self.handle_exit(note)
             return
+        self.heartbeat.took()
         request: Memslot | None = None
         decision: Decision | None = None
+        previous: SlotRecord | None = None
         flag_set = False
         try:
             os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
                                                   self._is_v2(note)), 0)
             request = self._memory().read_region(note.args[2], self._is_v2(note))
-            decision = self.decide(request)
-            if decision.wants_flag and self.enforce:
+            previous = self.journal.slots.get(request.slot)
+            decision, flag_set = self._write_ahead(request, self.decide(request))
+            self.journal.record(request, decision, flag_set)
+            if flag_set:
                 self._memory().write_flags(note.args[2], request.flags | self.plan.flag)
-                flag_set = True
         except Exception as err:  # noqa: BLE001 - the ioctl must be answered regardless
             self.log.error("guard: notification %#x: %r: letting the ioctl run untouched",
                            note.id, err)
         seccomp.answer_continue(self.listener, note.id)
+        self.heartbeat.answered()
         self.latencies_us.append((time.perf_counter() - received) * 1e6)
         if request is not None and decision is not None:
-            self._fault_point(request, decision)
+            self._fault_point(decision, previous)
             self._journal(request, decision, flag_set)
 
-    def _fault_point(self, request: Memslot, decision: Decision) -> None:
+    def _write_ahead(self, request: Memslot, decision: Decision) -> tuple[Decision, bool]:
+        """The decision as the journal could record it before the answer, and the flag.
+
+        A tag that cannot be written ahead is not made: a successor would not know the slot
+        carries the flag and would drop it on the next re-issue (EINVAL: QEMU aborts).
+        """
+        flag_set = decision.wants_flag and self.enforce
+        try:
+            self.journal.write_ahead(request, decision, flag_set)
+        except OSError as err:
+            self._journal_failed(err)
+            if decision.action is Action.TAG:
+                return Decision(Action.UNTOUCHED, f"not tagged: the journal cannot be written "
+                                                  f"({err.strerror or err})"), False
+        return decision, flag_set
+
+    def _journal_failed(self, err: OSError) -> None:
+        """Log a journal failure once, until it works again."""
+        problem = err.strerror or str(err)
+        if problem != self.journal_error:
+            self.log.error("guard %s: the journal cannot be written in %s: %s: new slots are "
+                           "not tagged until it can (free space there)", self.plan.domain,
+                           self.journal.path.parent, problem)
+        self.journal_error = problem
+
+    def _fault_point(self, decision: Decision, previous: SlotRecord | None) -> None:
+        """A test's fault point (off unless armed): right after the answer."""
         if decision.action is Action.TAG:
             self.faults.reached("after-answer:tag")
-        elif decision.action is Action.DELETE and request.slot in self.journal.slots \
-                and self.journal.slots[request.slot].action == Action.TAG.value:
+        elif decision.action is Action.DELETE and previous is not None \
+                and previous.action == Action.TAG.value:
             self.faults.reached("after-answer:untag")
 
     def handle_exit(self, note: seccomp.Notification) -> None:
-        """QEMU (or a thread of it) calls exit_group: run ``on_exit``, then let it exit."""
+        """QEMU (or a thread of it) calls exit_group: run ``on_exit`` (a capture, bounded by
+        CAPTURE_DEADLINE_S), then let it exit."""
+        deadline = time.monotonic() + CAPTURE_DEADLINE_S
+        self.heartbeat.took()
+        self.heartbeat.hold(deadline + 1.0)
         try:
-            self.on_exit()
+            self.on_exit(deadline)
         finally:
             seccomp.answer_continue(self.listener, note.id)
+            self.heartbeat.answered()
 
     @staticmethod
     def _is_v2(note: seccomp.Notification) -> bool:
         return note.args[1] & 0xFFFFFFFF == KVM_SET_USER_MEMORY_REGION2
 
     def _journal(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
-        self.journal.record(request, decision, flag_set)
         if decision.action is Action.TAG:
             self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
                           "tagged" if flag_set else "would be tagged (audit)", decision.owner)
@@ -208,7 +250,14 @@ class Guard:
             self.summary_stale = False
         else:
             self.summary_stale = True
-        self.journal.save()
+        try:
+            self.journal.save()
+        except OSError as err:
+            self._journal_failed(err)
+            return
+        if self.journal_error is not None:
+            self.log.info("guard %s: the journal is written again", self.plan.domain)
+            self.journal_error = None
 
     def latency_summary(self) -> dict[str, int]:
         """p50 and p99 of the recent decision latencies (receive to answer), microseconds."""
@@ -218,6 +267,13 @@ class Guard:
                 if samples else {}
         cuts = statistics.quantiles(samples, n=100)
         return {"p50": int(cuts[49]), "p99": int(cuts[98]), "samples": len(samples)}
+
+    def take_over(self) -> None:
+        """Rebuild the table a dead predecessor left (saved at once: `ncdma status` then
+        shows it) and answer what it left pending."""
+        self.journal.load()
+        self._save(final=True)
+        self.resume_pending()
 
     def resume_pending(self) -> None:
         """Answer what a dead predecessor left unanswered.
@@ -277,42 +333,39 @@ class Guard:
 
 @dataclass(frozen=True)
 class GuardTask:
-    """What one guard serves: the domain, its QEMU, and where the listener comes from.
-
-    ``listener`` is the inherited fd, or None to take it back from QEMU (``listener_in_qemu``
-    is its number there) after a predecessor died.
-    """
+    """What one guard serves: the domain and its plan, its QEMU, the seccomp listener (an fd
+    of this process), and whether a predecessor died (``recovering``)."""
 
     uuid: str
     qemu_pid: int
-    listener_in_qemu: int
-    listener: int | None
-
-    @property
-    def recovering(self) -> bool:
-        """A predecessor died: take the listener back and finish what it left."""
-        return self.listener is None
+    plan: Plan
+    listener: int
+    recovering: bool = False
 
 
-def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
+def _write_guard_pid(directory: Path, log: logging.Logger) -> None:
+    try:
+        write_guard_pid(directory)
+    except OSError as err:  # a full state directory: serve all the same
+        log.error("guard: the guard's pid file in %s not written: %s", directory, err.strerror)
+
+
+def _serve(task: GuardTask, settings: Settings, log: logging.Logger,
+           heartbeat: Heartbeat) -> int:
     directory = settings.domain_dir(task.uuid)
-    plan = read_plan(settings, task.uuid)
-    if plan is None:
-        log.error("guard: no plan for domain %s: nothing to guard", task.uuid)
-        return 1
+    plan = task.plan
     faults = Faults.from_environment(os.environ)
     if task.recovering and faults.armed("guard-start"):
         log.error("guard %s: cannot start (fault injected by a test)", plan.domain)
         return 1
-    listener = task.listener if task.listener is not None else pidfd_getfd(
-        pidfd_open(task.qemu_pid), task.listener_in_qemu)
-    write_guard_pid(directory)
+    heartbeat.reset()
+    _write_guard_pid(directory, log)
     watcher = LayoutWatcher(directory, log, settings.hook_timeout)
-    guard = Guard(listener, task.qemu_pid, plan, directory, log, watcher,
-                  lambda: capture_at_exit(settings, plan.uuid, task.qemu_pid, log), faults)
+    guard = Guard(task.listener, task.qemu_pid, plan, directory, log, watcher,
+                  lambda deadline: capture_at_exit(settings, plan.uuid, task.qemu_pid, log,
+                                                   deadline), faults, heartbeat)
     if task.recovering:
-        guard.journal.load()
-        guard.resume_pending()
+        guard.take_over()
     watcher.start()
     log.info("guard %s: serving QEMU %d in %s mode (flag %#x, bars %s)%s", plan.domain,
              task.qemu_pid, plan.mode.value, plan.flag, ",".join(plan.bars),
@@ -321,19 +374,20 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger) -> int:
     return 0
 
 
-def run_guard(task: GuardTask, settings: Settings) -> int:
+def run_guard(task: GuardTask, settings: Settings, heartbeat: Heartbeat,
+              log: logging.Logger) -> int:
     """Run one guard until its QEMU exits: 0 then (or if QEMU is already gone), 1 on failure.
 
-    Called in a process of its own (the guard service forks one per domain).
+    Called in a process of its own (the domain's keeper forks one), with the page
+    ``heartbeat`` shared with the keeper.
     """
     sys.setswitchinterval(0.0005)  # the layout thread must not hold the GIL for long
     # qemu.qmp logs a failed handshake (QEMU exiting as the guard connects) as an error on
     # the service's stderr; the layout thread reports QMP failures in ncdma's log itself
     logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
-    log = configure_logging(settings, "guard")
     try:
-        return _serve(task, settings, log)
-    except NcdmaError as err:
+        return _serve(task, settings, log, heartbeat)
+    except (NcdmaError, OSError) as err:
         gone = not alive(task.qemu_pid)
         log.log(logging.INFO if gone else logging.ERROR, "guard %s: %s%s", task.uuid, err,
                 " (QEMU is gone)" if gone else "")

@@ -1,13 +1,21 @@
 """The guard's journal: every live slot with its verdict and whether the flag was set.
 
 Bounded: one record per live slot id (KVM caps the ids) and the last EVENTS_KEPT events.
-Persisted after every change as ``slots.json`` in the domain's state directory, written
-atomically, so that `ncdma status` can read it and a new guard can rebuild its table.
+Two files in the domain's state directory:
+
+- ``intent``: the one change being made, numbered, written and fsynced *before* the guard
+  answers the ioctl (:meth:`Journal.write_ahead`): a guard killed at any moment leaves a
+  successor the truth, since QEMU makes one memslot call at a time. A fixed-size record
+  rewritten in place: small and cheap (no page to allocate after the first).
+- ``slots.json``: the whole table, written atomically after the answer, for `ncdma status`
+  and as the base a successor loads; the intent is applied over it when it is newer.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +23,11 @@ from typing import Any
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.slot import Action, Decision
 from ncdma.store.files import read_json_object, write_json
-from ncdma.store.state import SLOTS_FILE
+from ncdma.store.state import INTENT_FILE, SLOTS_FILE
 
 EVENTS_KEPT = 256
 JOURNAL_SCHEMA_VERSION = 1
+_INTENT_SIZE = 1024  # bytes: one record as JSON, padded with spaces
 
 
 @dataclass(frozen=True)
@@ -50,23 +59,49 @@ class Journal:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
         self.counts: collections.Counter[str] = collections.Counter()
         self.latency_us: dict[str, int] = {}
+        self.sequence = 0
+        self.intent: int | None = None
 
     @property
-    def tagged(self) -> frozenset[int]:
-        """Ids of the live slots that carry the flag."""
-        return frozenset(slot for slot, record in self.slots.items() if record.flag_set)
+    def tagged(self) -> dict[int, tuple[int, int, int]]:
+        """The live slots that carry the flag: slot id -> (guest address, size, host address)."""
+        return {slot: (record.gpa, record.size, record.hva)
+                for slot, record in self.slots.items() if record.flag_set}
+
+    def _next(self, request: Memslot, decision: Decision, flag_set: bool) -> SlotRecord | None:
+        """The slot's record after ``request`` (None: deleted)."""
+        if decision.action is Action.DELETE:
+            return None
+        previous = self.slots.get(request.slot)
+        owner = decision.owner or (previous.owner if previous else "")
+        return SlotRecord(request.slot, request.gpa, request.size, request.hva, request.flags,
+                          decision.action.value, decision.reason, owner, flag_set)
+
+    def write_ahead(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
+        """Write the change ``request`` makes to the table, fsynced, before it is answered.
+
+        :raise OSError: When it cannot be written (the caller must then not tag).
+        """
+        if self.intent is None:
+            self.intent = os.open(self.path.with_name(INTENT_FILE),
+                                  os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        record = self._next(request, decision, flag_set)
+        document = {"sequence": self.sequence + 1, "slot": request.slot,
+                    "record": asdict(record) if record else None}
+        payload = json.dumps(document).encode().ljust(_INTENT_SIZE)
+        if os.pwrite(self.intent, payload, 0) != len(payload):
+            raise OSError(f"short write of {INTENT_FILE}")
+        os.fdatasync(self.intent)
 
     def record(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
-        """Account for one answered request."""
+        """Account for one request in the table (after :meth:`write_ahead`)."""
+        self.sequence += 1
         self.counts[decision.action.value] += 1
-        if decision.action is Action.DELETE:
+        record = self._next(request, decision, flag_set)
+        if record is None:
             self.slots.pop(request.slot, None)
         else:
-            previous = self.slots.get(request.slot)
-            owner = decision.owner or (previous.owner if previous else "")
-            self.slots[request.slot] = SlotRecord(
-                request.slot, request.gpa, request.size, request.hva, request.flags,
-                decision.action.value, decision.reason, owner, flag_set)
+            self.slots[request.slot] = record
         self.events.append({"slot": request.slot, "gpa": request.gpa, "size": request.size,
                             "action": decision.action.value, "flag_set": flag_set})
 
@@ -74,21 +109,31 @@ class Journal:
         """The document written to slots.json."""
         return {"schema_version": JOURNAL_SCHEMA_VERSION, "mode": self.mode, "flag": self.flag,
                 "qemu_pid": self.qemu_pid, "capture_at_exit": self.capture_at_exit,
-                "counts": dict(self.counts), "latency_us": self.latency_us,
+                "sequence": self.sequence, "counts": dict(self.counts), "latency_us": self.latency_us,
                 "slots": [asdict(record) for _, record in sorted(self.slots.items())],
                 "events": list(self.events)}
 
     def save(self) -> None:
-        """Write slots.json atomically."""
+        """Write slots.json atomically.
+
+        :raise OSError: When it cannot (the previous one stays; the intent is newer).
+        """
         write_json(self.path, self.to_json())
 
     def load(self) -> None:
-        """Rebuild the table from slots.json (a guard taking over from a dead one)."""
-        data = read_json_object(self.path)
-        if data is None:
-            return
+        """Rebuild the table from slots.json and the newer intent, if any (a guard taking
+        over from a dead one)."""
+        data = read_json_object(self.path) or {}
         self.slots = {record["slot"]: SlotRecord(**record) for record in data.get("slots", [])}
         self.counts.update(data.get("counts", {}))
+        self.sequence = int(data.get("sequence", 0))
+        intent = read_json_object(self.path.with_name(INTENT_FILE))
+        if intent is not None and intent["sequence"] > self.sequence:
+            self.sequence = intent["sequence"]
+            if intent["record"] is None:
+                self.slots.pop(intent["slot"], None)
+            else:
+                self.slots[intent["slot"]] = SlotRecord(**intent["record"])
 
 
 def read_journal(directory: Path) -> dict[str, Any] | None:

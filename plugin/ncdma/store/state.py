@@ -21,6 +21,7 @@ from ncdma.store.files import SHARED, SHARED_DIR, make_directory, write_json, wr
 # The files of a domain's state directory.
 PLAN_FILE = "plan.json"          # the hook's decision (root writes, all read)
 SLOTS_FILE = "slots.json"        # the guard's journal
+INTENT_FILE = "intent"           # the journal's last change, written before the ioctl's answer
 FLATVIEW_FILE = "flatview.json"  # QEMU's flat view, as the guard last read it over QMP
 GUARD_PID_FILE = "guard.pid"
 PENDING_FILE = "pending"         # the notification the guard is answering (for a successor)
