@@ -25,6 +25,13 @@ from ncdma.settings import load_settings
 from ncdma.store.state import write_plan
 
 QEMU = "/usr/bin/qemu-system-x86_64"
+WRAPPER = Path(sys.executable).with_name("ncdma-qemu")
+NOBODY = (65534, 65534)
+
+
+def as_user(uid: int, gid: int) -> list[str]:
+    """The command prefix that runs a program as ``uid``:``gid`` with no other groups."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
 
 
 class GuardedHost:
@@ -34,7 +41,7 @@ class GuardedHost:
         self.root = root
         self.config = root / "ncdma.conf"
         self.config.write_text(f"[ncdma]\nstate_dir = {root}/state\nlog_file = {root}/ncdma.log\n"
-                               f"syslog = no\nqemu = {QEMU}\n")
+                               f"syslog = no\nqemu = {QEMU}\nwrapper = {WRAPPER}\n")
         self.env = {**os.environ, "NCDMA_CONFIG": str(self.config)}
         self.settings = load_settings(self.config)
         self.service: subprocess.Popen[bytes] | None = None
@@ -55,18 +62,18 @@ class GuardedHost:
             self.service.terminate()
             self.service.wait(10)
 
-    def plan(self, mode: Mode, bars: Sequence[str] = ("vram",), require: bool = False) -> str:
+    def plan(self, mode: Mode, bars: Sequence[str] = ("vram",), require: bool = False,
+             emulator: str = QEMU) -> str:
         """Write the plan the prepare hook would write; return the domain's UUID."""
         domain = str(uuid.uuid4())
         write_plan(self.settings, Plan(f"vm-{domain[:8]}", domain, PolicyMode.ENFORCE, mode,
-                                       require, tuple(bars), "refuse", self.settings.flag, QEMU,
-                                       ("video0",), ()))
+                                       require, tuple(bars), "refuse", self.settings.flag,
+                                       emulator, ("video0",), ()))
         return domain
 
     def wrapper_argv(self, domain: str, *qemu_args: str) -> list[str]:
         """The wrapper's command line as libvirt would give it (QEMU's own arguments)."""
-        wrapper = Path(sys.executable).with_name("ncdma-qemu")
-        return [str(wrapper), "-uuid", domain, "-machine", "pc,accel=kvm", "-display", "none",
+        return [str(WRAPPER), "-uuid", domain, "-machine", "pc,accel=kvm", "-display", "none",
                 "-nodefaults", *qemu_args]
 
     def guard_pid(self, domain: str) -> int | None:
@@ -92,3 +99,17 @@ def guarded_host(root: Path) -> Iterator[GuardedHost]:
         yield host
     finally:
         host.stop_service()  # guards are separate processes: each ends with its QEMU
+
+
+@contextmanager
+def bystander(setup: str) -> Iterator[tuple[int, int]]:
+    """A root process that is no QEMU: it runs Python ``setup`` (which sets ``address``),
+    then waits. Yields (pid, address): the memory an attack must not reach."""
+    code = f"import ctypes, mmap, time\n{setup}\nprint(address, flush=True)\ntime.sleep(300)\n"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.pid, int(process.stdout.readline())
+    finally:
+        process.kill()
+        process.wait()

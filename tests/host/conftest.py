@@ -31,8 +31,10 @@ def run_ncdma(args: Sequence[str], prefix: Sequence[str] = ()) -> subprocess.Com
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    """A short directory: unix socket paths must stay under 108 bytes."""
+    """A short directory (unix socket paths stay under 108 bytes) that other users may
+    traverse, as /run is: the attack tests run some processes as an unprivileged user."""
     with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as directory:
+        os.chmod(directory, 0o755)
         yield Path(directory)
 
 
