@@ -41,7 +41,8 @@ class GuardedHost:
         self.root = root
         self.config = root / "ncdma.conf"
         self.config.write_text(f"[ncdma]\nstate_dir = {root}/state\nlog_file = {root}/ncdma.log\n"
-                               f"syslog = no\nqemu = {QEMU}\nwrapper = {WRAPPER}\n")
+                               f"syslog = no\nqemu = {QEMU}\n"
+                               f"qemu_group = {NOBODY[1]}\n")
         self.env = {**os.environ, "NCDMA_CONFIG": str(self.config)}
         self.settings = load_settings(self.config)
         self.service: subprocess.Popen[bytes] | None = None
@@ -63,12 +64,14 @@ class GuardedHost:
             self.service.wait(10)
 
     def plan(self, mode: Mode, bars: Sequence[str] = ("vram",), require: bool = False,
-             emulator: str = QEMU) -> str:
-        """Write the plan the prepare hook would write; return the domain's UUID."""
+             emulator: str = QEMU, user: tuple[int, int] = (0, 0)) -> str:
+        """Write the plan the prepare hook would write (QEMU runs as ``user``); return the
+        domain's UUID."""
         domain = str(uuid.uuid4())
         write_plan(self.settings, Plan(f"vm-{domain[:8]}", domain, PolicyMode.ENFORCE, mode,
                                        require, tuple(bars), "refuse", self.settings.flag,
-                                       emulator, ("video0",), ()))
+                                       emulator, ("video0",), (), qemu_uid=user[0],
+                                       qemu_gid=user[1], wrapper=str(WRAPPER)))
         return domain
 
     def wrapper_argv(self, domain: str, *qemu_args: str) -> list[str]:

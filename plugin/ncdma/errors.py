@@ -16,7 +16,9 @@ needs to tell cases apart (never read out of the message)::
      +-- StateFileError           a file of the state directory is unreadable: path
      +-- LibvirtError             a libvirt call failed: code (libvirt's error code)
      +-- QmpError                 QMP to QEMU failed: command, error_class (QEMU's)
-     +-- GuardAttachError         the wrapper could not hand QEMU to the guard: socket
+     +-- GuardAttachError         the wrapper could not hand QEMU to the guard: socket,
+     |                            filtered (the filter is installed: QEMU cannot run)
+     +-- AttachRequestError       a request to the guard service breaks its protocol
      +-- HookTimeout              a hook operation ran past hook_timeout: operation, seconds
      +-- MigrationError           `ncdma migrate`; the source keeps running unless it says
           +-- MigrationRefused    the preflight refused: nothing was changed
@@ -137,11 +139,18 @@ class QmpError(NcdmaError):
 
 
 class GuardAttachError(NcdmaError):
-    """The wrapper could not hand QEMU's listener to the guard service at ``socket``."""
+    """The wrapper could not hand QEMU's listener to the guard service at ``socket``;
+    ``filtered`` when its filter was installed already (QEMU cannot run unguarded then)."""
 
-    def __init__(self, message: str, hint: str = "", socket: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "", socket: Path | None = None,
+                 filtered: bool = False) -> None:
         super().__init__(message, hint)
         self.socket = socket
+        self.filtered = filtered
+
+
+class AttachRequestError(NcdmaError):
+    """A request to the guard service is not what its protocol says (refused, never fatal)."""
 
 
 class HookTimeout(NcdmaError):

@@ -16,6 +16,9 @@ The file is INI, one section ``[ncdma]``; every key is optional::
     # every host a domain can migrate to), and the QEMU it runs by default
     wrapper = /usr/local/libexec/ncdma/ncdma-qemu
     qemu = /usr/bin/qemu-system-x86_64
+    # the group libvirt runs QEMU with (qemu.conf's group): the only one, besides root,
+    # that may connect to the guard service's socket (root only when it does not exist)
+    qemu_group = libvirt-qemu
 
 The environment variable NCDMA_CONFIG names another file (tests, several installs).
 """
@@ -23,6 +26,7 @@ The environment variable NCDMA_CONFIG names another file (tests, several install
 from __future__ import annotations
 
 import configparser
+import grp
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +57,21 @@ class Settings:
     hook_timeout: float = 10.0
     wrapper: Path = Path("/usr/local/libexec/ncdma/ncdma-qemu")
     qemu: Path = Path("/usr/bin/qemu-system-x86_64")
+    qemu_group: str = "libvirt-qemu"
     source: Path | None = None
 
     def domain_dir(self, uuid: str) -> Path:
         """The state directory of one domain: plan, journal, guard pid, QMP socket."""
         return self.state_dir / "domains" / uuid
+
+    def qemu_group_id(self) -> int:
+        """The gid of ``qemu_group`` (a name or a number); 0 when no such group exists."""
+        if self.qemu_group.isdigit():
+            return int(self.qemu_group)
+        try:
+            return grp.getgrnam(self.qemu_group).gr_gid
+        except KeyError:
+            return 0
 
     @property
     def guard_socket(self) -> Path:
@@ -78,7 +92,8 @@ def _absolute(path: Path, key: str, value: str) -> Path:
 
 def _parse(path: Path, values: dict[str, str]) -> Settings:
     defaults = Settings()
-    known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu"}
+    known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu",
+             "qemu_group"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
@@ -113,6 +128,7 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
         wrapper=_absolute(path, "wrapper", values["wrapper"])
         if "wrapper" in values else defaults.wrapper,
         qemu=_absolute(path, "qemu", values["qemu"]) if "qemu" in values else defaults.qemu,
+        qemu_group=values.get("qemu_group", defaults.qemu_group),
         source=path,
     )
 

@@ -8,7 +8,9 @@ QMP socket for the guard. Without a plan (libvirt probing capabilities, a domain
 not opt in, mode off or none) it execs QEMU untouched.
 
 If the service cannot be reached, a domain whose policy requires ncdma fails to start
-with one line on stderr (libvirt shows it); any other runs unguarded and says so.
+with one line on stderr (libvirt shows it); any other runs unguarded and says so. Once
+the filter is installed there is no unguarded way back: a refusal, or no answer within
+the bound both sides know (:mod:`ncdma.attach`), stops the start with one line.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from ncdma.errors import GuardAttachError, NcdmaError
+from ncdma.guard.attach import ACK, ATTACH_TIMEOUT_S, MAX_REQUEST, AttachRequest
 from ncdma.kvm.abi import MEMSLOT_IOCTLS
 from ncdma.linux import seccomp
-from ncdma.model.plan import Plan
+from ncdma.model.plan import WrapperPlan
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings, load_settings
-from ncdma.store.state import read_plan
-
-_ANSWER_TIMEOUT_S = 10.0
+from ncdma.store.state import read_wrapper_plan
 
 
 def _argument(argv: Sequence[str], option: str) -> str | None:
@@ -48,24 +51,40 @@ def with_machine_option(argv: Sequence[str], option: str) -> list[str]:
     return [*result, "-machine", option]
 
 
-def real_emulator(plan: Plan | None, settings: Settings) -> str:
+def real_emulator(plan: WrapperPlan | None, settings: Settings) -> str:
     """The QEMU binary to exec."""
     if plan is not None and os.access(plan.emulator, os.X_OK):
         return plan.emulator
     return str(settings.qemu)
 
 
-def attach_guard(settings: Settings, plan: Plan) -> str:
+def _exchange(connection: socket.socket, request: AttachRequest, listener: int,
+              deadline: float) -> dict[str, Any]:
+    """Send the request, read the answer, acknowledge an ok; all before ``deadline``."""
+    socket.send_fds(connection, [request.to_bytes()], [listener])
+    connection.settimeout(max(0.001, deadline - time.monotonic()))
+    answer = json.loads(connection.makefile("rb").readline(MAX_REQUEST) or b"{}")
+    if not isinstance(answer, dict):
+        raise ValueError("the answer is not a JSON object")
+    if answer.get("ok") is True:
+        connection.sendall(ACK)
+    return answer
+
+
+def attach_guard(settings: Settings, plan: WrapperPlan) -> str:
     """Install the memslot filter and hand its listener to the guard service.
 
     Returns the private QMP socket path QEMU must serve. The service is reached before
-    the filter is installed: a filter whose listener nobody reads would hang QEMU.
+    the filter is installed: a filter whose listener nobody reads would hang QEMU. The
+    exchange is bounded by :data:`ncdma.attach.ATTACH_TIMEOUT_S`, as the service's is.
 
-    :raise GuardAttachError: When the service is unreachable or refuses.
+    :raise GuardAttachError: When the service is unreachable (no filter installed yet), or
+        ``filtered``: it refused or did not answer in time, with the filter installed.
     """
     path = settings.guard_socket
+    deadline = time.monotonic() + ATTACH_TIMEOUT_S
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.settimeout(_ANSWER_TIMEOUT_S)
+    connection.settimeout(ATTACH_TIMEOUT_S)
     try:
         connection.connect(str(path))
     except OSError as err:
@@ -74,30 +93,31 @@ def attach_guard(settings: Settings, plan: Plan) -> str:
                                path) from None
     with connection:
         listener = seccomp.install_ioctl_filter(MEMSLOT_IOCTLS, trap_exit=plan.share_device_ram)
-        request = {"uuid": plan.uuid, "pid": os.getpid(), "listener_fd": listener}
+        request = AttachRequest(plan.uuid, os.getpid(), listener)
         try:
-            socket.send_fds(connection, [json.dumps(request).encode()], [listener])
-            answer = json.loads(connection.makefile("rb").readline() or b"{}")
+            answer = _exchange(connection, request, listener, deadline)
         except (OSError, ValueError) as err:
-            answer = {"ok": False, "error": f"no answer from the guard service: {err}"}
-    if not answer.get("ok"):
-        os.close(listener)  # nobody will answer: memslot ioctls fail (ENOSYS), QEMU stops
-        raise GuardAttachError(f"the guard service refused: {answer.get('error')}",
-                               "see the ncdma log on this host", path)
+            answer = {"ok": False, "error": f"no answer within {ATTACH_TIMEOUT_S:g} s: {err}"}
+    if answer.get("ok") is not True:
+        os.close(listener)  # nobody will answer: memslot ioctls would fail (ENOSYS)
+        raise GuardAttachError(f"QEMU not started: the guard service did not attach its guard "
+                               f"({answer.get('error')}), and with the filter installed QEMU "
+                               f"cannot run unguarded", "see the ncdma log on this host", path,
+                               filtered=True)
     return str(answer["qmp_socket"])
 
 
 def qemu_argv(argv: Sequence[str], settings: Settings) -> tuple[str, list[str]]:
     """The QEMU binary and arguments to exec, the guard attached when the plan asks."""
     uuid = _argument(argv, "-uuid")
-    plan = read_plan(settings, uuid) if uuid else None
+    plan = read_wrapper_plan(settings, uuid) if uuid else None
     emulator = real_emulator(plan, settings)
     if plan is None or plan.mode is Mode.NONE:
         return emulator, list(argv)
     try:
         qmp_socket = attach_guard(settings, plan)
     except GuardAttachError as err:
-        if plan.require:
+        if plan.require or err.filtered:
             raise
         print(f"ncdma-qemu: warning: {plan.domain} runs unguarded: {err}", file=sys.stderr)
         return emulator, list(argv)

@@ -85,7 +85,7 @@ def test_a_local_user_cannot_take_over_a_running_vm(host, running_vm) -> None:
     """The attach of a running domain, with its real QEMU pid: refused, nothing changes."""
     domain, qemu = running_vm
     directory = host.settings.domain_dir(domain)
-    before = {name: (directory / name).read_bytes() for name in ("guard.pid", "pending")}
+    before = {name: (directory / name).read_bytes() for name in ("guard.pid",)}
     qmp_owner = (directory / "qmp").stat().st_uid
     answer, _ = attack("forge", str(host.settings.guard_socket), domain, str(qemu.pid), "0x1000")
     assert answer["answer"]["ok"] is False, answer
@@ -102,7 +102,7 @@ def test_the_guard_never_chmods_through_a_symlink_qemus_user_planted(host, short
     fake = short_tmp / "fake-qemu"
     shutil.copy(FAKE_QEMU, fake)
     fake.chmod(0o755)
-    domain = host.plan(Mode.AUDIT, emulator=str(fake))
+    domain = host.plan(Mode.AUDIT, emulator=str(fake), user=NOBODY)
     done = subprocess.run([*as_user(*NOBODY), *host.wrapper_argv(domain)],
                           env={**host.env, "FAKE_QEMU_SWAP_TO": str(target)},
                           capture_output=True, text=True, timeout=60)
@@ -117,7 +117,7 @@ def test_state_files_are_root_only(host, running_vm) -> None:
     while not (directory / "flatview.json").exists():
         assert time.monotonic() < deadline, "the guard never saved the flat view"
         time.sleep(0.1)
-    for name in ("slots.json", "flatview.json", "guard.pid", "pending"):
+    for name in ("slots.json", "flatview.json", "guard.pid", "pending", "plan.json"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
     for name in ("slots.json", "flatview.json", "guard.pid", "plan.json"):
         done = subprocess.run([*as_user(*NOBODY), "cat", str(directory / name)],

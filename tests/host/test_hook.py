@@ -23,15 +23,19 @@ WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 UUID = "0b7e2a4c-1f2d-4d7a-9a51-0c3b6f1e2d44"
 
 
-def domain_xml(policy: str | None = "", emulator: str = WRAPPER) -> bytes:
-    """An opted-in virtio-vga domain; bars='vram' unless ``policy`` names bars."""
+def domain_xml(policy: str | None = "", emulator: str = WRAPPER,
+               dac_label: str | None = "+0:+0") -> bytes:
+    """An opted-in virtio-vga domain; bars='vram' unless ``policy`` names bars. libvirt
+    puts QEMU's DAC label (uid:gid) in the XML the prepare hook gets."""
     if policy is not None and "bars=" not in policy:
         policy = f"bars='vram' {policy}"
     metadata = f"<metadata><n:ncdma xmlns:n='urn:ncdma:domain:1' {policy}/></metadata>" \
         if policy is not None else ""
+    seclabel = f"<seclabel type='dynamic' model='dac' relabel='yes'><label>{dac_label}" \
+        f"</label></seclabel>" if dac_label is not None else ""
     return (f"<domain type='kvm'><name>vm1</name><uuid>{UUID}</uuid>{metadata}"
             f"<devices><emulator>{emulator}</emulator><video><model type='virtio' "
-            f"primary='yes'/></video></devices></domain>").encode()
+            f"primary='yes'/></video></devices>{seclabel}</domain>").encode()
 
 
 @pytest.fixture
@@ -78,10 +82,36 @@ def test_prepare_writes_an_audit_plan_on_this_unpatched_host(config, installed_h
     plan = json.loads(plan_path(config).read_text())
     assert (plan["requested"], plan["mode"], plan["devices"]) == ("enforce", "audit", ["video0"])
     assert any("EINVAL" in reason for reason in plan["reasons"])
-    # written by root only; readable by the wrapper, which runs as QEMU's user
-    assert plan_path(config).stat().st_mode & 0o777 == 0o644
-    assert plan_path(config).parent.stat().st_mode & 0o777 == 0o755
+    assert (plan["qemu_uid"], plan["qemu_gid"]) == (0, 0)  # the DAC label's
+    # written by root only; the wrapper's part readable by QEMU's group, nobody else
+    assert plan_path(config).stat().st_mode & 0o777 == 0o600
+    wrapper_part = json.loads(plan_path(config).with_name("wrapper.json").read_text())
+    assert set(wrapper_part) == {"schema_version", "domain", "uuid", "mode", "require",
+                                 "emulator", "share_device_ram"}
+    assert plan_path(config).with_name("wrapper.json").stat().st_mode & 0o777 == 0o640
+    assert plan_path(config).parent.stat().st_mode & 0o777 == 0o710
+    assert plan_path(config).parent.parent.stat().st_mode & 0o777 == 0o711
     assert "mode audit (requested enforce)" in (config / "ncdma.log").read_text()
+
+
+def test_prepare_names_qemus_user_from_the_dac_label(config, installed_hook) -> None:
+    done = run_hook(installed_hook, "prepare", domain_xml(dac_label="+64055:+65534"))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(plan_path(config).read_text())
+    assert (plan["qemu_uid"], plan["qemu_gid"]) == (64055, 65534)
+    assert plan_path(config).with_name("wrapper.json").stat().st_gid == 65534
+
+
+def test_prepare_without_a_known_qemu_user_guards_nothing(config, installed_hook) -> None:
+    """No attach could be trusted: a required policy refuses, any other runs unguarded."""
+    unknown = "no-such-user-here:no-such-group-here"
+    done = run_hook(installed_hook, "prepare", domain_xml(dac_label=unknown))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(plan_path(config).read_text())
+    assert plan["mode"] == "none" and "cannot tell which user" in plan["reasons"][-1]
+    done = run_hook(installed_hook, "prepare", domain_xml("mode='audit' require='yes'",
+                                                          dac_label=unknown))
+    assert done.returncode == 1 and b"cannot tell which user" in done.stderr
 
 
 def test_prepare_refuses_required_enforce_in_one_line(config, installed_hook) -> None:

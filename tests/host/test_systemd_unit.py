@@ -35,7 +35,7 @@ def test_only_the_template_is_shipped_and_it_verifies_once_rendered(tmp_path) ->
     assert not [path for path in SYSTEMD_DIR.iterdir()
                 if path.suffix != ".in" and "@PREFIX@" in path.read_text()]
     unit = _render(tmp_path)
-    assert "@" not in unit.read_text()
+    assert "@PREFIX@" not in unit.read_text()
     done = _analyze("verify", str(unit))
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 

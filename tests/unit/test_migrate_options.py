@@ -54,7 +54,7 @@ def test_bad_numbers_are_usage_errors(value: str, capsys) -> None:
 def test_ssh_target_follows_the_uri_as_qemu_ssh_does() -> None:
     target = SshTarget.from_uri("qemu+ssh://admin@h2:2222/system?keyfile=/k")
     assert (target.host, target.user, target.port, target.keyfile) == ("h2", "admin", 2222, "/k")
-    assert target.options(None)[-1] == "admin@h2" and "-p" in target.options(None)
+    assert target.destination == "admin@h2" and "-p" in target.options(None)
     tcp = SshTarget.from_uri("qemu+tcp://h3:16509/system")
     assert (tcp.host, tcp.port) == ("h3", None)
 

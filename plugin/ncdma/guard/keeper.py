@@ -122,7 +122,8 @@ class Keeper:
     def run(self) -> int:
         """Keep a guard running until QEMU exits; answer alone when none can start."""
         try:
-            qemu = pidfd_open(self.task.qemu_pid)
+            qemu = self.task.pidfd if self.task.pidfd is not None \
+                else pidfd_open(self.task.qemu_pid)
         except SeccompError:
             return 0  # QEMU is already gone
         task, futile = self.task, 0

@@ -8,34 +8,42 @@ keeper per domain with it (:mod:`ncdma.guard.keeper`): the keeper runs the guard
 it when it dies or stalls, and outlives this service (a restart or a crash of the service
 leaves every running VM guarded).
 
-Protocol (one exchange per connection): the wrapper sends one JSON line
-``{"uuid": ..., "pid": ..., "listener_fd": N}`` with the listener attached (SCM_RIGHTS);
-the service answers one JSON line ``{"ok": true, "qmp_socket": PATH}`` or
-``{"ok": false, "error": "..."}``.
+The exchange is :mod:`ncdma.attach`'s; who gets a guard is :mod:`ncdma.trust`'s. Each
+client is served in a thread of its own, under one deadline for its whole exchange, so a
+slow or idle client delays no other.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import select
 import signal
 import socket
-import struct
+import stat
 import sys
 import threading
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ncdma.errors import AttachRequestError, StateFileError
+from ncdma.guard.attach import (ACK, ATTACH_TIMEOUT_S, MAX_REQUEST, SERVICE_MARGIN_S, answer_bytes,
+                               parse_request, refusal)
 from ncdma.guard.keeper import keep
 from ncdma.guard.task import GuardTask
+from ncdma.guard.trust import refusal_reason
+from ncdma.linux.pidfd import alive
+from ncdma.linux.peercred import Caller, caller_of, command_line, holds_file, is_seccomp_listener
 from ncdma.logs import configure_logging
+from ncdma.model.plan import Plan
 from ncdma.settings import Settings
+from ncdma.store.files import open_private_dir
 from ncdma.store.state import QMP_SOCKET, read_plan
 
-_MAX_REQUEST = 4096
 _MAX_UNIX_PATH = 108  # sun_path, with its terminating NUL
+_MAX_CLIENTS = 32
+_REAP_PERIOD_S = 0.2
 
 
 @dataclass
@@ -53,46 +61,41 @@ class GuardService:
         self.settings = settings
         self.log = log
         self.attachments: dict[str, Attachment] = {}
-        self.lock = threading.Lock()
+        self.attaching: set[str] = set()
+        self.lock = threading.RLock()
         self.server: socket.socket | None = None
+        self.clients = threading.BoundedSemaphore(_MAX_CLIENTS)
+        self.in_flight: set[int] = set()  # clients' fds, which no guard must inherit
 
     def server_close(self) -> None:
-        """Close the listening socket (in a forked keeper, which must not hold it)."""
+        """In a forked keeper: close the listening socket, which it must not hold."""
         if self.server is not None:
             self.server.close()
 
-    def attach(self, request: dict[str, Any], listener: int, peer_uid: int) -> dict[str, Any]:
-        """Start the guard of one QEMU; the answer for the wrapper."""
-        uuid = str(request.get("uuid", ""))
-        pid = int(request.get("pid", 0))
-        plan = read_plan(self.settings, uuid) if uuid and "/" not in uuid else None
-        if plan is None:
-            return {"ok": False, "error": f"no plan for domain {uuid!r}: the prepare hook did "
-                                          f"not run (is ncdma's libvirt hook installed?)"}
-        directory = self.settings.domain_dir(uuid)
-        if len(str(directory / QMP_SOCKET)) >= _MAX_UNIX_PATH:
-            return {"ok": False, "error": f"state_dir {self.settings.state_dir} is too long for "
-                                          f"a unix socket path: shorten it in ncdma.conf"}
-        qmp_dir = directory / Path(QMP_SOCKET).parent
-        qmp_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chown(qmp_dir, peer_uid, -1)  # QEMU, running as the wrapper's user, creates it
-        task = GuardTask(uuid, pid, plan, listener)
-        attachment = Attachment(task, self.fork_keeper(task))
-        with self.lock:
-            self.attachments[uuid] = attachment
-        self.log.info("guardd: %s (QEMU %d) attached, keeper %d", plan.domain, pid,
-                      attachment.keeper_pid)
-        return {"ok": True, "qmp_socket": str(directory / QMP_SOCKET)}
-
     def fork_keeper(self, task: GuardTask) -> int:
         """The keeper of ``task``, forked from this warm process (no start-up cost: QEMU
-        waits in its first memslot ioctl until the guard answers), in a session of its own."""
-        pid = os.fork()
+        waits in its first memslot ioctl until the guard answers), in a session of its own.
+        The child holds nothing another thread had half done (the service's lock and
+        logging's are taken around the fork) and closes the other clients' descriptors."""
+        handlers = self.log.handlers
+        pid = -1
+        with self.lock:
+            others = self.in_flight - {task.listener, task.pidfd}
+            for handler in handlers:  # no client thread is halfway through a log write
+                handler.acquire()
+            try:
+                pid = os.fork()
+            finally:
+                if pid != 0:
+                    for handler in handlers:
+                        handler.release()
         if pid == 0:
             code = 1
             try:
                 os.setsid()
                 self.server_close()
+                for fd in others:
+                    os.close(fd)
                 code = keep(task, self.settings)
             finally:
                 os._exit(code)
@@ -106,50 +109,170 @@ class GuardService:
                 if waited != 0:
                     del self.attachments[uuid]
 
-    def handle_connection(self, connection: socket.socket) -> None:
-        """One wrapper's request: read it, answer it, close."""
-        with connection:
-            connection.settimeout(5)
+    def _is_attached(self, uuid: str) -> bool:
+        """A guard serves a live QEMU of ``uuid``, or another client is attaching it."""
+        attachment = self.attachments.get(uuid)
+        return uuid in self.attaching or (
+            attachment is not None and alive(attachment.task.qemu_pid))
+
+    def _prepare_qmp_dir(self, plan: Plan) -> None:
+        """qmp/ in the domain's root-owned directory, owned by QEMU's user (QEMU creates its
+        socket there), changed only through descriptors: no path QEMU's user could swap."""
+        with open_private_dir(self.settings.domain_dir(plan.uuid)) as domain_fd:
             try:
-                message, fds, _, _ = socket.recv_fds(connection, _MAX_REQUEST, 1)
-                peer = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                             struct.calcsize("3i"))
-                _, peer_uid, _ = struct.unpack("3i", peer)
-                if not fds:
-                    answer = {"ok": False, "error": "no listener fd attached"}
-                else:
-                    try:
-                        answer = self.attach(json.loads(message), fds[0], peer_uid)
-                    finally:
-                        os.close(fds[0])
-            except (OSError, ValueError) as err:
-                answer = {"ok": False, "error": f"bad request: {err}"}
-            if not answer["ok"]:
-                self.log.error("guardd: refused: %s", answer["error"])
-            try:
-                connection.sendall(json.dumps(answer).encode() + b"\n")
-            except OSError:
+                os.mkdir(os.path.dirname(QMP_SOCKET), 0o700, dir_fd=domain_fd)
+            except FileExistsError:
                 pass
+            qmp_fd = os.open(os.path.dirname(QMP_SOCKET),
+                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=domain_fd)
+            try:
+                os.fchown(qmp_fd, plan.qemu_uid, plan.qemu_gid)
+                os.fchmod(qmp_fd, 0o700)
+            finally:
+                os.close(qmp_fd)
+
+    def decide(self, message: bytes, fds: list[int], truncated: bool,
+               caller: Caller) -> tuple[dict[str, Any], GuardTask | None, Plan | None]:
+        """The answer to one request; with the guard to start when it is an ok."""
+        try:
+            request = parse_request(message)
+        except AttachRequestError as err:
+            return refusal(f"bad request: {err}"), None, None
+        if truncated or len(fds) != 1 or not is_seccomp_listener(fds[0]):
+            return refusal("the request must carry exactly one fd: the seccomp listener"), \
+                None, None
+        try:
+            plan = read_plan(self.settings, request.uuid)
+        except StateFileError as err:
+            return refusal(str(err)), None, None
+        with self.lock:
+            reason = refusal_reason(request, caller, plan, command_line(caller.pid),
+                                    self._is_attached(request.uuid))
+            if reason is None and not holds_file(caller.pid, request.listener_fd, fds[0]):
+                reason = (f"pid {caller.pid} does not hold the listener it sent as fd "
+                          f"{request.listener_fd}")
+            if reason is not None or plan is None:
+                return refusal(reason or "no plan"), None, None
+            self.attaching.add(request.uuid)
+        directory = self.settings.domain_dir(request.uuid)
+        if len(str(directory / QMP_SOCKET)) >= _MAX_UNIX_PATH:
+            return refusal(f"state_dir {self.settings.state_dir} is too long for a unix socket "
+                           f"path: shorten it in ncdma.conf"), None, plan
+        try:
+            self._prepare_qmp_dir(plan)
+        except OSError as err:
+            return refusal(f"cannot prepare {directory}: {err}"), None, plan
+        task = GuardTask(request.uuid, caller.pid, plan, fds[0], pidfd=caller.pidfd)
+        return {"ok": True, "qmp_socket": str(directory / QMP_SOCKET),
+                "timeout_s": ATTACH_TIMEOUT_S}, task, plan
+
+    def handle_connection(self, connection: socket.socket) -> None:
+        """One wrapper's exchange, within its deadline; never raises."""
+        deadline = time.monotonic() + ATTACH_TIMEOUT_S - SERVICE_MARGIN_S
+        owned: list[int] = [connection.fileno()]
+        reserved: list[str] = []  # the domain this client is attaching, if any
+        try:
+            caller = caller_of(connection)
+            owned.append(caller.pidfd)
+            with self.lock:
+                self.in_flight.update(owned)
+            self._exchange(connection, caller, deadline, owned, reserved)
+        except Exception as err:  # noqa: BLE001 - one client's failure never ends the service
+            self.log.error("guardd: a client's exchange failed: %r", err)
+        finally:
+            with self.lock:
+                self.in_flight.difference_update(owned)
+                self.attaching.difference_update(reserved)
+            connection.close()
+            for fd in owned[1:]:
+                _close(fd)
+
+    def _exchange(self, connection: socket.socket, caller: Caller, deadline: float,
+                  owned: list[int], reserved: list[str]) -> None:
+        connection.settimeout(_remaining(deadline))
+        try:
+            message, fds, flags, _ = socket.recv_fds(connection, MAX_REQUEST, 1)
+        except (OSError, ValueError) as err:
+            self.log.error("guardd: no request from pid %d: %s", caller.pid, err)
+            return
+        owned.extend(fds)
+        with self.lock:
+            self.in_flight.update(fds)
+        answer, task, plan = self.decide(message, fds, bool(flags & socket.MSG_CTRUNC), caller)
+        if plan is not None:
+            reserved.append(plan.uuid)
+        if not answer["ok"]:
+            self.log.error("guardd: refused pid %d (uid %d): %s", caller.pid, caller.uid,
+                           answer["error"])
+        connection.settimeout(_remaining(deadline))
+        connection.sendall(answer_bytes(answer))
+        if task is None or plan is None:
+            return
+        if connection.recv(len(ACK)) != ACK:
+            self.log.error("guardd: %s (QEMU %d): the wrapper gave up before its guard "
+                           "started; none started", plan.domain, caller.pid)
+            return
+        keeper_pid = self.fork_keeper(task)  # it holds the listener and the pidfd now
+        with self.lock:
+            self.attachments[plan.uuid] = Attachment(task, keeper_pid)
+        self.log.info("guardd: %s (QEMU %d) attached, keeper %d", plan.domain, caller.pid,
+                      keeper_pid)
+
+    def _client(self, connection: socket.socket) -> None:
+        try:
+            self.handle_connection(connection)
+        finally:
+            self.clients.release()
+
+    def _accept(self, server: socket.socket) -> None:
+        connection, _ = server.accept()
+        if not self.clients.acquire(blocking=False):
+            self.log.error("guardd: %d clients at once: refusing one", _MAX_CLIENTS)
+            connection.close()
+            return
+        threading.Thread(target=self._client, args=(connection,), daemon=True).start()
 
     def serve(self) -> None:
         """Listen forever (until SIGTERM)."""
         path = self.settings.guard_socket
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        server = self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(path))
-        os.chmod(path, 0o666)  # QEMU's user connects; the plan check authorizes
-        server.listen(64)
-        server.settimeout(0.2)
+        with open_private_dir(path.parent, mode=0o755, create=True) as directory:
+            try:
+                os.unlink(path.name, dir_fd=directory)
+            except FileNotFoundError:
+                pass
+            server = self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            umask = os.umask(0o177)
+            try:
+                server.bind(str(path))
+            finally:
+                os.umask(umask)
+            # only root and QEMU's group may connect: the trust checks decide the rest
+            os.chown(path.name, 0, self.settings.qemu_group_id(), dir_fd=directory,
+                     follow_symlinks=False)
+            os.chmod(path.name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP,
+                     dir_fd=directory, follow_symlinks=False)
+        server.listen(128)
+        server.setblocking(False)
         self.log.info("guardd: listening on %s", path)
         while True:
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                self.reap()
-                continue
-            self.handle_connection(connection)
+            if select.select([server], [], [], _REAP_PERIOD_S)[0]:
+                try:
+                    self._accept(server)
+                except (OSError, RuntimeError) as err:  # no connection, or no thread for it
+                    self.log.error("guardd: accept failed: %s", err)
             self.reap()
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.001, deadline - time.monotonic())
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def run_service(settings: Settings) -> int:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ncdma.errors import NcdmaError
@@ -39,6 +39,7 @@ from ncdma.guard.heartbeat import Heartbeat
 from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2
 from ncdma.kvm.memslot import Memslot, ProcessMemory, blocked_memslot_ioctl
 from ncdma.linux import seccomp, syscalls
+from ncdma.linux.peercred import is_thread_of
 from ncdma.linux.pidfd import alive, pidfd_open
 from ncdma.linux.procfs import exiting
 from ncdma.model.layout import FlatRange, Layout
@@ -65,9 +66,11 @@ class LayoutWatcher(threading.Thread):
     Each refresh also saves QEMU's flat view for `ncdma status` to cross-check the journal.
     """
 
-    def __init__(self, directory: Path, log: logging.Logger, timeout: float) -> None:
+    def __init__(self, directory: Path, log: logging.Logger, timeout: float,
+                 qemu_pid: int) -> None:
         super().__init__(name="layout", daemon=True)
         self.directory = directory
+        self.qemu_pid = qemu_pid
         self.socket_path = directory / QMP_SOCKET
         self.log = log
         self.timeout = timeout
@@ -89,8 +92,8 @@ class LayoutWatcher(threading.Thread):
         asyncio.get_running_loop().set_exception_handler(
             lambda _loop, context: self.log.debug("layout: %s", context.get("message")))
         try:
-            client = await connect(str(self.socket_path), self.timeout)
-            os.chmod(self.socket_path, 0o600)  # QEMU made it with its umask: root and QEMU only
+            # qmp/ is QEMU's user's: whatever is at the path, only QEMU itself is believed
+            client = await connect(str(self.socket_path), self.timeout, self.qemu_pid)
         except (NcdmaError, OSError) as err:
             self.log.error("layout: %s: slots stay untouched", err)
             return
@@ -157,11 +160,24 @@ class Guard:
         return classify(request, layout, self.bars, self.journal.tagged)
 
     def handle(self, note: seccomp.Notification, received: float) -> None:
-        """Answer one notification; always answers, whatever fails."""
+        """Answer one notification; always answers, whatever fails.
+
+        The flag ends up set exactly when the guard decided so in enforce mode: QEMU's own
+        flag on any other slot is stripped, and the journal records the flags KVM was asked
+        for. A notification from a process other than QEMU (a child that inherited the
+        filter) is let through untouched, its memory never read.
+        """
         if note.nr == syscalls.NR_EXIT_GROUP:
             self.handle_exit(note)
             return
         self.heartbeat.took()
+        if not is_thread_of(note.tid, self.qemu_pid):
+            self.log.error("guard %s: notification %#x comes from thread %d, not one of QEMU "
+                           "%d's: let through untouched", self.plan.domain, note.id, note.tid,
+                           self.qemu_pid)
+            seccomp.answer_continue(self.listener, note.id)
+            self.heartbeat.answered()
+            return
         request: Memslot | None = None
         decision: Decision | None = None
         previous: SlotRecord | None = None
@@ -169,12 +185,18 @@ class Guard:
         try:
             os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
                                                   self._is_v2(note)), 0)
-            request = self._memory().read_region(note.args[2], self._is_v2(note))
+            asked = self._memory().read_region(note.args[2], self._is_v2(note))
+            request = replace(asked, flags=asked.flags & ~self.plan.flag)
             previous = self.journal.slots.get(request.slot)
-            decision, flag_set = self._write_ahead(request, self.decide(request))
+            decision = self.decide(request)
+            if asked.flags & self.plan.flag and not (decision.wants_flag and self.enforce):
+                decision = replace(decision, reason=f"{decision.reason}; QEMU's own flag "
+                                                    f"{self.plan.flag:#x} stripped")
+            decision, flag_set = self._write_ahead(request, decision)
             self.journal.record(request, decision, flag_set)
-            if flag_set:
-                self._memory().write_flags(note.args[2], request.flags | self.plan.flag)
+            flags = request.flags | self.plan.flag if flag_set else request.flags
+            if flags != asked.flags:
+                self._memory().write_flags(note.args[2], flags)
         except Exception as err:  # noqa: BLE001 - the ioctl must be answered regardless
             self.log.error("guard: notification %#x: %r: letting the ioctl run untouched",
                            note.id, err)
@@ -235,6 +257,9 @@ class Guard:
         return note.args[1] & 0xFFFFFFFF == KVM_SET_USER_MEMORY_REGION2
 
     def _journal(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
+        if "stripped" in decision.reason:
+            self.log.warning("guard %s: %s: %s", self.plan.domain, request.describe(),
+                             decision.reason)
         if decision.action is Action.TAG:
             self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
                           "tagged" if flag_set else "would be tagged (audit)", decision.owner)
@@ -334,13 +359,15 @@ class Guard:
 @dataclass(frozen=True)
 class GuardTask:
     """What one guard serves: the domain and its plan, its QEMU, the seccomp listener (an fd
-    of this process), and whether a predecessor died (``recovering``)."""
+    of this process), and whether a predecessor died (``recovering``). ``pidfd`` refers to
+    QEMU's process, taken when its wrapper connected, whatever happens to its pid number."""
 
     uuid: str
     qemu_pid: int
     plan: Plan
     listener: int
     recovering: bool = False
+    pidfd: int | None = None
 
 
 def _write_guard_pid(directory: Path, log: logging.Logger) -> None:
@@ -360,7 +387,7 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger,
         return 1
     heartbeat.reset()
     _write_guard_pid(directory, log)
-    watcher = LayoutWatcher(directory, log, settings.hook_timeout)
+    watcher = LayoutWatcher(directory, log, settings.hook_timeout, task.qemu_pid)
     guard = Guard(task.listener, task.qemu_pid, plan, directory, log, watcher,
                   lambda deadline: capture_at_exit(settings, plan.uuid, task.qemu_pid, log,
                                                    deadline), faults, heartbeat)

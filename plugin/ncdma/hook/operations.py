@@ -18,6 +18,7 @@ from ncdma.model.verdict import Mode, Verdict, decide
 from ncdma.settings import Settings
 from ncdma.store.state import guard_pid, read_plan, remove_domain_state, write_plan
 from ncdma.virt.domain import parse_domain, with_emulator
+from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
 
 RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
 
@@ -40,6 +41,19 @@ def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
         return HookOutcome()
     if decision.migration == "copy" and decision.mode is not Mode.NONE:
         decision = replace(decision, share_device_ram=qemu_has_aux_ram_share(decision.emulator))
+    ids = qemu_ids(domain.dac_label)
+    if ids is None:
+        unknown = (f"cannot tell which user and group QEMU runs as (DAC label "
+                   f"{domain.dac_label!r}, {QEMU_CONF}): the guard service would accept no "
+                   f"attach")
+        if decision.require:
+            reason = f"ncdma: refusing to start {domain.name}: {unknown}"
+            log.error("%s", reason)
+            return HookOutcome(1, stderr=reason)
+        decision = replace(decision, mode=Mode.NONE, reasons=(*decision.reasons, unknown))
+    else:
+        decision = replace(decision, qemu_uid=ids[0], qemu_gid=ids[1],
+                           wrapper=domain.emulator or "")
     path = write_plan(settings, decision)
     _log_plan(log, decision, f"plan written to {path}")
     return HookOutcome()

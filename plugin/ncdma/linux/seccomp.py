@@ -1,8 +1,10 @@
 """seccomp user notification, as the wrapper and the guard need it (ctypes, no C).
 
 The wrapper installs a filter that sends only QEMU's memslot ioctls (and, for domains
-that migrate with copy, exit_group) to a listener and allows every other syscall; the
-guard receives each notification, may rewrite the ioctl's argument in QEMU's memory, and answers CONTINUE so that the kernel runs the ioctl with it.
+that migrate with copy, exit_group) to a listener, kills a process that makes any syscall
+through a non-native ABI, and allows every other syscall; the guard receives each
+notification, may rewrite the ioctl's argument in QEMU's memory, and answers CONTINUE so
+that the kernel runs the ioctl with it.
 With CONTINUE the guard never sees the kernel's answer (the probe decides beforehand
 whether the flag is accepted).
 """
@@ -18,18 +20,20 @@ from dataclasses import dataclass
 
 from ncdma.linux.ioctl import iow, iowr
 from ncdma.linux.syscalls import (AUDIT_ARCH_X86_64, NR_EXIT_GROUP, NR_IOCTL, NR_SECCOMP,
-                                  checked, libc)
+                                  X32_SYSCALL_BIT, checked, libc)
 
 _PR_SET_NO_NEW_PRIVS = 38
 _SECCOMP_SET_MODE_FILTER = 1
 _SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 _SECCOMP_RET_ALLOW = 0x7FFF0000
 _SECCOMP_RET_USER_NOTIF = 0x7FC00000
+_SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 
 # classic BPF opcodes
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
+_JGE_K = 0x35
 _RET_K = 0x06
 
 # offsets in struct seccomp_data
@@ -81,27 +85,36 @@ SECCOMP_IOCTL_NOTIF_ID_VALID = iow(SECCOMP_IOC_MAGIC, 2, 8)
 def ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> list[SockFilter]:
     """A filter that notifies for ioctl(fd, one of the two ``requests``) and allows the rest.
 
+    Any syscall through another ABI (32-bit ``int $0x80``, x32) kills the process: the
+    same ioctls exist there, and a filter that checks only x86-64 numbers would let them
+    through unseen. QEMU on x86-64 never uses those entries.
     The guard traps KVM's memslot ioctls (:data:`ncdma.kvm.abi.MEMSLOT_IOCTLS`). With
     ``trap_exit`` it notifies for exit_group too: QEMU's last moment with its memory mapped,
     where the guard copies tagged slots after a migration (:mod:`ncdma.guard.capture`).
     """
     first, second = requests
-    exit_check = [(_JEQ_K, 0, 0, NR_EXIT_GROUP)] if trap_exit else []
-    skip = len(exit_check)
-    allow, notify = 7 + skip, 8 + skip
-    program = [
+    labels = {"allow": 2, "notify": 1, "kill": 0}  # counted back from the end
+    program: list[tuple[int, str | int, str | int, int]] = [
         (_LD_W_ABS, 0, 0, _OFFSET_ARCH),
-        (_JEQ_K, 0, allow - 2, AUDIT_ARCH_X86_64),
+        (_JEQ_K, 0, "kill", AUDIT_ARCH_X86_64),
         (_LD_W_ABS, 0, 0, _OFFSET_NR),
-        *[(code, notify - 4, 0, k) for code, _, _, k in exit_check],
-        (_JEQ_K, 0, allow - 4 - skip, NR_IOCTL),
+        (_JGE_K, "kill", 0, X32_SYSCALL_BIT),
+        *([(_JEQ_K, "notify", 0, NR_EXIT_GROUP)] if trap_exit else []),
+        (_JEQ_K, 0, "allow", NR_IOCTL),
         (_LD_W_ABS, 0, 0, _OFFSET_ARG1_LOW),
-        (_JEQ_K, notify - 6 - skip, 0, first),
-        (_JEQ_K, notify - 7 - skip, 0, second),
+        (_JEQ_K, "notify", 0, first),
+        (_JEQ_K, "notify", 0, second),
         (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
         (_RET_K, 0, 0, _SECCOMP_RET_USER_NOTIF),
+        (_RET_K, 0, 0, _SECCOMP_RET_KILL_PROCESS),
     ]
-    return [SockFilter(*instruction) for instruction in program]
+    end = len(program)
+
+    def offset(index: int, target: str | int) -> int:
+        return target if isinstance(target, int) else end - 1 - labels[target] - index - 1
+
+    return [SockFilter(code, offset(index, jt), offset(index, jf), k)
+            for index, (code, jt, jf, k) in enumerate(program)]
 
 
 def install_ioctl_filter(requests: tuple[int, int], trap_exit: bool = False) -> int:

@@ -7,19 +7,24 @@ qemu+tls) name the host too; SSH then goes to that host as root on port 22.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ncdma.errors import PeerError, UsageError
 
 _TIMEOUT_S = 60.0
 # OpenSSH's default ciphers, AES-GCM first: with AES-NI it carries slots ~1.5x faster
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 @dataclass(frozen=True)
@@ -33,18 +38,42 @@ class SshTarget:
 
     @classmethod
     def from_uri(cls, uri: str) -> SshTarget:
-        """The SSH target a libvirt URI names.
+        """The SSH target a libvirt URI names, validated: a user and host that can only be
+        a user and a host (never an ssh option), a port in range, an absolute key file.
 
-        :raise UsageError: When the URI names no remote host.
+        :raise UsageError: When the URI names no remote host, or anything invalid.
         """
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+            port = parts.port
+        except ValueError as err:
+            raise UsageError(f"the destination URI {uri!r} is invalid: {err}",
+                             "give a URI such as qemu+ssh://user@host2:22/system") from None
         if not parts.hostname:
             raise UsageError(f"the destination URI {uri!r} names no host",
                              "give a remote URI such as qemu+ssh://host2/system")
+        host = unquote(parts.hostname)
+        user = unquote(parts.username) if parts.username is not None else None
+        if not _valid_host(host):
+            raise UsageError(f"the destination URI {uri!r} names an invalid host {host!r}",
+                             "give a host name, an IPv4 address or an IPv6 one in brackets")
+        if user is not None and not _USER.fullmatch(user):
+            raise UsageError(f"the destination URI {uri!r} names an invalid user {user!r}",
+                             "a user name starts with a letter, digit or _ and has only "
+                             "letters, digits, '.', '_' and '-'")
+        if port == 0:
+            raise UsageError(f"the destination URI {uri!r} names port 0", "give a port 1-65535")
         ssh = parts.scheme.endswith("+ssh")
-        query = parse_qs(parts.query)
-        return cls(parts.hostname, parts.username, parts.port if ssh else None,
-                   query.get("keyfile", [None])[0])
+        keyfile = parse_qs(parts.query).get("keyfile", [None])[0]
+        if keyfile is not None and not keyfile.startswith("/"):
+            raise UsageError(f"the destination URI's keyfile {keyfile!r} is not an absolute "
+                             f"path", "give keyfile=/path/to/key")
+        return cls(host, user, port if ssh else None, keyfile)
+
+    @property
+    def destination(self) -> str:
+        """ssh's destination argument (given after ``--``, so never read as an option)."""
+        return f"{self.user}@{self.host}" if self.user else self.host
 
     def options(self, control: Path | None) -> list[str]:
         """ssh's options: no prompts, a bounded wait, the shared connection if any."""
@@ -55,7 +84,15 @@ class SshTarget:
             argv += ["-p", str(self.port)]
         if self.keyfile:
             argv += ["-i", self.keyfile]
-        return [*argv, f"{self.user}@{self.host}" if self.user else self.host]
+        return argv
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOST.fullmatch(host))
+    return True
 
 
 class Peer:
@@ -73,7 +110,11 @@ class Peer:
     def _ssh(self, *extra: str) -> list[str]:
         self.control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return ["ssh", "-o", "ControlMaster=auto", "-o", "ControlPersist=120", *extra,
-                *self.target.options(self.control)]
+                *self.target.options(self.control), "--", self.target.destination]
+
+    def command(self, arguments: list[str]) -> list[str]:
+        """The ssh command line that runs ``ncdma ARGUMENTS`` on the destination."""
+        return [*self._ssh(), self.ncdma, *arguments]
 
     def close(self) -> None:
         """End the shared connection, if one was opened."""
@@ -84,7 +125,7 @@ class Peer:
 
     def _run(self, arguments: list[str], data: bytes | None = None,
              answers_on_failure: bool = False) -> dict[str, Any]:
-        argv = [*self._ssh(), "--", self.ncdma, *arguments]
+        argv = self.command(arguments)
         host, command = self.target.host, arguments[0]
         try:
             done = subprocess.run(argv, input=data, capture_output=True, timeout=_TIMEOUT_S,

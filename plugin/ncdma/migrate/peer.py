@@ -5,6 +5,11 @@ its hook and guard service installed, the probe's mode, QEMU's version). ``recei
 writes the tagged slots' content, read on the source, into the incoming QEMU's memory
 (caches flushed) and checks it: the stream on stdin is one JSON header line, then each
 slot's bytes in the header's order.
+
+``receive`` writes only into the incoming QEMU of the named domain, found here: the
+process its guard serves (the journal root's guard wrote), started for that UUID with
+``-incoming``, and paused according to this host's libvirt. Each write is exactly one
+slot that the guard journaled as tagged, at its address and of its size.
 """
 
 from __future__ import annotations
@@ -13,19 +18,24 @@ import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import libvirt
+
 from ncdma import __version__
 from ncdma.errors import DomainStateError, TransferError
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import QEMU_PROGRAMS, program_version, qemu_has_aux_ram_share
 from ncdma.linux import cacheflush
+from ncdma.linux.peercred import command_line
 from ncdma.linux.slotmem import restore
 from ncdma.model.verdict import decide
 from ncdma.settings import Settings
 from ncdma.store.journal import read_journal
 from ncdma.store.status import domain_status, status_json
+from ncdma.virt.connect import libvirt_error
 
 HOOK_PATH = Path("/etc/libvirt/hooks/qemu.d/50-ncdma")
 PEER_SCHEMA_VERSION = 1
+_MAX_HEADER = 1 << 20
 
 
 def preflight(settings: Settings) -> dict[str, Any]:
@@ -49,24 +59,72 @@ def _tagged_slot(journal: dict[str, Any], gpa: int, size: int) -> dict[str, Any]
                         "ncdma log on this host", gpa)
 
 
+def _header_slot(entry: Any) -> tuple[int, int]:
+    """(gpa, size) of one slot of the stream's header."""
+    gpa = entry.get("gpa") if isinstance(entry, dict) else None
+    size = entry.get("size") if isinstance(entry, dict) else None
+    if type(gpa) is not int or type(size) is not int or gpa < 0 or size <= 0:
+        raise TransferError(f"the stream's header names an invalid slot {entry!r:.80}",
+                            "is the same ncdma version installed on both hosts?")
+    return gpa, size
+
+
+def incoming_qemu(uuid: str, journal: dict[str, Any]) -> int:
+    """The pid of domain ``uuid``'s paused incoming QEMU on this host.
+
+    :raise DomainStateError: When the journal's process is not that, or libvirt says
+        the domain is not paused.
+    :raise LibvirtError: When libvirt cannot tell.
+    """
+    found = journal.get("qemu_pid")
+    pid = found if type(found) is int and found > 0 else 0
+    argv = command_line(pid) if pid else []
+    named = any(name == "-uuid" and value.lower() == uuid.lower()
+                for name, value in zip(argv, argv[1:]))
+    if not named or "-incoming" not in argv:
+        raise DomainStateError(f"process {pid} is not the incoming QEMU of domain {uuid} on "
+                               f"this host", "receive only into a domain migrating here (see "
+                               "the ncdma log and `ncdma status`)", uuid)
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    try:
+        conn = libvirt.openReadOnly(None)
+        try:
+            state, _ = conn.lookupByUUIDString(uuid).state()
+        finally:
+            conn.close()
+    except libvirt.libvirtError as err:
+        raise libvirt_error(err, f"cannot check that domain {uuid} is paused here") from None
+    if state != libvirt.VIR_DOMAIN_PAUSED:
+        raise DomainStateError(f"the incoming domain {uuid} is not paused (libvirt state "
+                               f"{state})", "slots are written only while the destination "
+                               "is paused", uuid)
+    return pid
+
+
 def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     """Restore the slots streamed by the source into the incoming domain ``uuid``."""
     journal = read_journal(settings.domain_dir(uuid))
     if journal is None or not journal.get("qemu_pid"):
         raise DomainStateError(f"no guard journal for the incoming domain {uuid} on this host",
                                "was it started through ncdma's wrapper? see the ncdma log", uuid)
-    header = json.loads(stream.readline() or b"{}")
+    qemu_pid = incoming_qemu(uuid, journal)
+    try:
+        header = json.loads(stream.readline(_MAX_HEADER) or b"{}")
+        slots = list(header.get("slots", []))
+    except (ValueError, AttributeError, TypeError):
+        raise TransferError("the stream's header is not a JSON object with slots",
+                            "is the same ncdma version installed on both hosts?") from None
     restored = []
-    for slot in header.get("slots", []):
-        target = _tagged_slot(journal, slot["gpa"], slot["size"])
-        data = stream.read(slot["size"])
-        if len(data) != slot["size"]:
-            raise TransferError(f"slot at {slot['gpa']:#x} arrived short", "retry the migration",
-                                slot["gpa"])
+    for entry in slots:
+        gpa, size = _header_slot(entry)
+        target = _tagged_slot(journal, gpa, size)
+        data = stream.read(size)
+        if len(data) != size:
+            raise TransferError(f"slot at {gpa:#x} arrived short", "retry the migration", gpa)
         # no checksum of the arrival: the slot's checksum after the write (what a device
         # reads) is compared with the source's, which also catches a damaged stream
-        transfer = restore(journal["qemu_pid"], target["hva"], data)
-        restored.append({"gpa": slot["gpa"], "size": slot["size"], "slot": target["slot"],
+        transfer = restore(qemu_pid, target["hva"], data)
+        restored.append({"gpa": gpa, "size": size, "slot": target["slot"],
                          "flag_set": target["flag_set"], "sha256": transfer.sha256,
                          "seconds": transfer.seconds})
     return {"schema_version": PEER_SCHEMA_VERSION, "slots": restored,

@@ -33,3 +33,4 @@ class Domain:
     emulator: str | None
     gpus: tuple[GpuDevice, ...]
     policy: Policy | None
+    dac_label: str | None = None  # libvirt's <seclabel model='dac'><label>: QEMU's uid:gid

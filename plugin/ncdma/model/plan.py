@@ -38,6 +38,13 @@ class Plan:
     # migration='copy' on QEMU >= 10.0: device RAM allocated shareable (aux-ram-share), so
     # that `ncdma migrate` can map and cache-flush it; the guard then also traps QEMU's exit
     share_device_ram: bool = False
+    # QEMU's user and group as libvirt runs it (the domain's DAC label, else qemu.conf):
+    # the only credentials the guard service accepts an attach from; -1 accepts none
+    qemu_uid: int = -1
+    qemu_gid: int = -1
+    # the domain's <emulator> as libvirt execs it (ncdma's wrapper): the guard service
+    # attaches only a process running it
+    wrapper: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The plan file's JSON document."""
@@ -45,7 +52,8 @@ class Plan:
                 "requested": self.requested.value, "mode": self.mode.value,
                 "require": self.require, "bars": list(self.bars), "migration": self.migration,
                 "flag": self.flag, "emulator": self.emulator, "devices": list(self.devices),
-                "reasons": list(self.reasons), "share_device_ram": self.share_device_ram}
+                "reasons": list(self.reasons), "share_device_ram": self.share_device_ram,
+                "qemu_uid": self.qemu_uid, "qemu_gid": self.qemu_gid, "wrapper": self.wrapper}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -54,7 +62,38 @@ class Plan:
                    Mode(data["mode"]), bool(data["require"]), tuple(data["bars"]),
                    data["migration"], int(data["flag"]), data["emulator"],
                    tuple(data["devices"]), tuple(data["reasons"]),
-                   bool(data.get("share_device_ram", False)))
+                   bool(data.get("share_device_ram", False)), int(data.get("qemu_uid", -1)),
+                   int(data.get("qemu_gid", -1)), str(data.get("wrapper", "")))
+
+
+@dataclass(frozen=True)
+class WrapperPlan:
+    """The part of a plan the emulator wrapper reads (as QEMU's user): no more."""
+
+    domain: str
+    uuid: str
+    mode: Mode
+    require: bool
+    emulator: str
+    share_device_ram: bool
+
+    @classmethod
+    def of(cls, plan: Plan) -> WrapperPlan:
+        """What the wrapper needs of ``plan``."""
+        return cls(plan.domain, plan.uuid, plan.mode, plan.require, plan.emulator,
+                   plan.share_device_ram)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wrapper's plan file's JSON document."""
+        return {"schema_version": PLAN_SCHEMA_VERSION, "domain": self.domain, "uuid": self.uuid,
+                "mode": self.mode.value, "require": self.require, "emulator": self.emulator,
+                "share_device_ram": self.share_device_ram}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WrapperPlan:
+        """Read the wrapper's plan file's document back."""
+        return cls(str(data["domain"]), str(data["uuid"]), Mode(data["mode"]),
+                   bool(data["require"]), str(data["emulator"]), bool(data["share_device_ram"]))
 
 
 @dataclass(frozen=True)

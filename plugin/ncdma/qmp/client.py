@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -74,16 +75,31 @@ async def _socket_when_there(path: str, timeout: float) -> socket.socket:
                        "check the path and that this user may open it") from err
 
 
-async def connect(socket_path: str | os.PathLike[str], timeout: float) -> QMPClient:
-    """A QMP session on QEMU's unix socket, waiting up to ``timeout`` seconds in all for
-    the socket to appear and for QEMU's greeting.
+def _check_server(sock: socket.socket, path: str, server_pid: int) -> None:
+    """The process serving the connection must be ``server_pid`` (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid = struct.unpack("3i", raw)[0]
+    if pid != server_pid:
+        sock.close()
+        raise QmpError(f"{path} is served by pid {pid}, not QEMU {server_pid}: not believed",
+                       "something replaced QEMU's QMP socket; see the ncdma log")
 
-    :raise QmpError: When the socket does not appear, refuses, or QEMU does not greet in time.
+
+async def connect(socket_path: str | os.PathLike[str], timeout: float,
+                  server_pid: int | None = None) -> QMPClient:
+    """A QMP session on QEMU's unix socket, waiting up to ``timeout`` seconds in all for
+    the socket to appear and for QEMU's greeting. With ``server_pid``, only that process
+    is believed to be QEMU (the path may be in a directory QEMU's user owns).
+
+    :raise QmpError: When the socket does not appear, refuses, another process serves it,
+        or QEMU does not greet in time.
     """
     path = os.fspath(socket_path)
     client = QMPClient("ncdma")
     async with _deadline(timeout, f"connecting to {path}"):
         sock = await _socket_when_there(path, timeout)
+        if server_pid is not None:
+            _check_server(sock, path, server_pid)
         try:
             await client.connect(sock)
         except ConnectError as err:

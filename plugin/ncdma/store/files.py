@@ -2,48 +2,79 @@
 
 Readers (`ncdma status`, the wrapper, a successor guard) never see a half-written file:
 every write goes to a temporary file beside the target and is renamed over it. Modes are
-set here, whatever the umask of the writer (libvirt gives the hook its own):
-:data:`SHARED` for what QEMU's user and `ncdma status` read, :data:`PRIVATE` for root's.
+set here, whatever the umask of the writer (libvirt gives the hook its own): everything
+is :data:`PRIVATE` (root's) but what QEMU's user must read, :data:`QEMU_READS` with its
+group. Writes and mode changes go through descriptors of directories that must be root's
+alone, never through a path that QEMU's user (or anyone else) could change.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SHARED = 0o644       # plan, journal, flat view, guard pid: root writes, anyone reads
-PRIVATE = 0o600      # capture requests and results: root only
-SHARED_DIR = 0o755   # a domain's directory
-PRIVATE_DIR = 0o700  # a migration's directory
+PRIVATE = 0o600      # journal, flat view, pid files, plan, captures: root only
+QEMU_READS = 0o640   # the wrapper's part of the plan: root writes, QEMU's group reads
+PRIVATE_DIR = 0o700  # a migration's directory; a domain's without a QEMU group
+QEMU_ENTERS = 0o710  # a domain's directory: QEMU's group may enter, not list
+LISTLESS_DIR = 0o711  # domains/: nobody lists the running domains
 
 
-def make_directory(path: Path, mode: int) -> Path:
-    """``path`` (and its parents) as a directory of exactly ``mode``."""
-    path.mkdir(mode=mode, parents=True, exist_ok=True)
-    path.chmod(mode)
+@contextmanager
+def open_private_dir(path: Path, mode: int = PRIVATE_DIR,
+                     create: bool = False) -> Iterator[int]:
+    """A descriptor of directory ``path``, which must be this user's and writable by it
+    alone (``create``: made with ``mode`` when missing). Symlinks are not followed.
+
+    :raise OSError: When it is missing, a symlink, or another user could change it.
+    """
+    if create:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        found = os.fstat(descriptor)
+        if found.st_uid != os.geteuid() or found.st_mode & 0o022:
+            raise PermissionError(f"{path} must be owned by uid {os.geteuid()} and writable "
+                                  f"by it alone")
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def make_directory(path: Path, mode: int, group: int = -1) -> Path:
+    """``path`` as a directory of exactly ``mode`` (and ``group``), its parents made
+    private; changed through a descriptor."""
+    with open_private_dir(path, PRIVATE_DIR, create=True) as directory:
+        os.fchown(directory, -1, group)
+        os.fchmod(directory, mode)
     return path
 
 
-def write_text(path: Path, text: str, mode: int = SHARED) -> None:
-    """Replace ``path`` with ``text`` atomically; the file gets ``mode``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(text)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    os.replace(temporary, path)
+def write_text(path: Path, text: str, mode: int = PRIVATE, group: int = -1) -> None:
+    """Replace ``path`` with ``text`` atomically; the file gets ``mode`` (and ``group``)."""
+    with open_private_dir(path.parent) as directory:
+        temporary = f".{path.name}.{os.getpid()}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, mode, dir_fd=directory)
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                os.fchown(handle.fileno(), -1, group)
+                os.fchmod(handle.fileno(), mode)
+                handle.write(text)
+        except BaseException:
+            os.unlink(temporary, dir_fd=directory)
+            raise
+        os.replace(temporary, path.name, src_dir_fd=directory, dst_dir_fd=directory)
 
 
-def write_json(path: Path, document: object, mode: int = SHARED,
-               indent: int | None = None) -> None:
+def write_json(path: Path, document: object, mode: int = PRIVATE,
+               indent: int | None = None, group: int = -1) -> None:
     """Replace ``path`` with ``document`` as JSON, atomically; the file gets ``mode``."""
-    write_text(path, json.dumps(document, indent=indent), mode)
+    write_text(path, json.dumps(document, indent=indent), mode, group)
 
 
 def read_json(path: Path) -> object | None:

@@ -1,8 +1,10 @@
 """Per-domain state on disk: the plan the hook writes for the wrapper and the guard.
 
 Layout: ``<state_dir>/domains/<uuid>/plan.json``, written by root only, atomically
-(temporary file, then rename). The plan is readable by all (0644 in 0755 directories): the
-emulator wrapper runs as QEMU's user and reads it; it holds nothing secret (no domain XML).
+(temporary file, then rename). ``domains/`` is 0711 (nobody lists the running domains);
+a domain's directory is root's, 0710 with QEMU's group (its wrapper reads
+``wrapper.json``, 0640: the plan's few fields it needs; QEMU serves its QMP socket in
+``qmp/``, 0700 QEMU's user); everything else is 0600 (:mod:`ncdma.store.files`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from pathlib import Path
 
 from ncdma.errors import StateFileError
 from ncdma.linux.pidfd import alive, start_time
-from ncdma.model.plan import Plan
+from ncdma.model.plan import Plan, WrapperPlan
 from ncdma.settings import Settings
-from ncdma.store.files import SHARED, SHARED_DIR, make_directory, write_json, write_text
+from ncdma.store.files import (LISTLESS_DIR, PRIVATE, PRIVATE_DIR, QEMU_ENTERS, QEMU_READS,
+                               make_directory, write_json, write_text)
 
 # The files of a domain's state directory.
-PLAN_FILE = "plan.json"          # the hook's decision (root writes, all read)
+PLAN_FILE = "plan.json"          # the hook's decision (root only)
+WRAPPER_PLAN_FILE = "wrapper.json"  # what the wrapper needs of it (root writes, QEMU reads)
 SLOTS_FILE = "slots.json"        # the guard's journal
 INTENT_FILE = "intent"           # the journal's last change, written before the ioctl's answer
 FLATVIEW_FILE = "flatview.json"  # QEMU's flat view, as the guard last read it over QMP
@@ -29,10 +33,34 @@ QMP_SOCKET = "qmp/qmp.sock"      # QEMU's private QMP socket, in a directory QEM
 
 
 def write_plan(settings: Settings, plan: Plan) -> Path:
-    """Store ``plan`` in the domain's state directory; return the file's path."""
-    target = make_directory(settings.domain_dir(plan.uuid), SHARED_DIR) / PLAN_FILE
-    write_json(target, plan.to_json(), SHARED, indent=2)
-    return target
+    """Store ``plan`` in the domain's state directory; return the file's path.
+
+    QEMU's group (the plan's) may enter the directory and read the wrapper's part.
+    """
+    make_directory(settings.state_dir / "domains", LISTLESS_DIR)
+    qemu_group = plan.qemu_gid >= 0
+    directory = make_directory(settings.domain_dir(plan.uuid),
+                               QEMU_ENTERS if qemu_group else PRIVATE_DIR,
+                               plan.qemu_gid if qemu_group else 0)
+    write_json(directory / WRAPPER_PLAN_FILE, WrapperPlan.of(plan).to_json(),
+               QEMU_READS if qemu_group else PRIVATE, group=max(plan.qemu_gid, 0))
+    write_json(directory / PLAN_FILE, plan.to_json(), indent=2)
+    return directory / PLAN_FILE
+
+
+def _read(path: Path) -> dict[str, object] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise StateFileError(f"unreadable plan {path}: {err}",
+                             "restart the domain so that the hook writes it again", path) from None
+    if not isinstance(document, dict):
+        raise StateFileError(f"unreadable plan {path}: not a JSON object",
+                             "restart the domain so that the hook writes it again", path)
+    return document
 
 
 def read_plan(settings: Settings, uuid: str) -> Plan | None:
@@ -41,12 +69,24 @@ def read_plan(settings: Settings, uuid: str) -> Plan | None:
     :raise StateFileError: When a plan exists but cannot be read.
     """
     path = settings.domain_dir(uuid) / PLAN_FILE
+    document = _read(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return Plan.from_json(json.load(handle))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        return Plan.from_json(document) if document is not None else None
+    except (ValueError, KeyError, TypeError) as err:
+        raise StateFileError(f"unreadable plan {path}: {err}",
+                             "restart the domain so that the hook writes it again", path) from None
+
+
+def read_wrapper_plan(settings: Settings, uuid: str) -> WrapperPlan | None:
+    """The wrapper's part of the domain's plan, or None when the domain does not opt in.
+
+    :raise StateFileError: When it exists but cannot be read.
+    """
+    path = settings.domain_dir(uuid) / WRAPPER_PLAN_FILE
+    document = _read(path)
+    try:
+        return WrapperPlan.from_json(document) if document is not None else None
+    except (ValueError, KeyError, TypeError) as err:
         raise StateFileError(f"unreadable plan {path}: {err}",
                              "restart the domain so that the hook writes it again", path) from None
 
@@ -59,7 +99,7 @@ def remove_domain_state(settings: Settings, uuid: str) -> None:
 def write_guard_pid(directory: Path) -> None:
     """Record the calling process as the domain's guard: its pid and start time."""
     pid = os.getpid()
-    write_text(directory / GUARD_PID_FILE, f"{pid} {start_time(pid)}\n", SHARED)
+    write_text(directory / GUARD_PID_FILE, f"{pid} {start_time(pid)}\n")
 
 
 def guard_pid(settings: Settings, plan: Plan) -> int | None:

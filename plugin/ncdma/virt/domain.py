@@ -170,6 +170,7 @@ def parse_domain(xml: str | bytes) -> Domain:
         emulator=root.findtext("devices/emulator"),
         gpus=tuple(_video_gpus(root, _override_properties(root)) + _commandline_gpus(root)),
         policy=_policy(root),
+        dac_label=root.findtext("seclabel[@model='dac']/label"),
     )
 
 

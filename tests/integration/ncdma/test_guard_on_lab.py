@@ -55,8 +55,10 @@ def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in
     cmdline = (opted_in.lab.host("h1").root_path / f"proc/{opted_in.qemu_pid()}/cmdline")
     arguments = cmdline.read_bytes().split(b"\0")
     assert b"-sandbox" in arguments and arguments[arguments.index(b"-sandbox") + 1].startswith(b"on")
-    socket = opted_in.lab.host("h1").root_path / f"run/ncdma/domains/{opted_in.uuid}/qmp/qmp.sock"
-    assert socket.stat().st_mode & 0o777 == 0o600
+    directory = opted_in.lab.host("h1").root_path / f"run/ncdma/domains/{opted_in.uuid}"
+    assert (directory / "qmp").stat().st_mode & 0o777 == 0o700  # QEMU's user's (and root's)
+    assert directory.stat().st_mode & 0o777 == 0o710
+    assert (directory / "slots.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_system_reset_recreates_the_slots_and_the_journal_follows(opted_in: OptedIn) -> None:
@@ -101,15 +103,20 @@ def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn
     assert status["plan"]["mode"] == "audit"
 
 
-def _write_plan(host, domain: str, mode: str, name: str) -> None:
-    """The plan the prepare hook would write, written by hand (forcing a mode past the hook)."""
+def _write_plan(host, domain: str, mode: str, name: str, user: str = "root",
+                group: str = "root") -> None:
+    """The plan the prepare hook would write, written by hand (forcing a mode past the hook),
+    for QEMU running as ``user``:``group``."""
     host.run(["/opt/ncdma/bin/python3", "-c",
+              "import grp, pwd; "
               "from ncdma.model.plan import Plan; from ncdma.model.policy import PolicyMode; "
               "from ncdma.model.verdict import Mode; from ncdma.settings import load_settings; "
               "from ncdma.store.state import write_plan; "
               f"write_plan(load_settings(), Plan('{name}', '{domain}', PolicyMode.ENFORCE, "
               f"Mode('{mode}'), False, ('vram',), 'refuse', 8, '/usr/bin/qemu-system-x86_64', "
-              "('video0',), ()))"], check=True)
+              f"('video0',), (), qemu_uid=pwd.getpwnam('{user}').pw_uid, "
+              f"qemu_gid=grp.getgrnam('{group}').gr_gid, wrapper='{FLEET_WRAPPER}'))"],
+             check=True)
 
 
 def test_enforce_forced_on_this_kernel_fails_the_vram_ioctl_with_einval_on_qemu_10(
@@ -136,14 +143,16 @@ def test_qemu_running_as_an_unprivileged_user_is_guarded_by_the_root_service(ins
     listener to the root service, whose guard reads and writes QEMU's memory."""
     h1 = installed["h1"]
     domain = str(uuid.uuid4())
-    _write_plan(h1, domain, "audit", "unprivileged")
+    _write_plan(h1, domain, "audit", "unprivileged", "libvirt-qemu", "kvm")
     # /dev/kvm is root's on these machines: a private copy of the node for the QEMU user
     # (on a filesystem that allows device nodes; the host's /tmp is nodev),
     # bound over /dev/kvm in a mount namespace of its own.
     script = (f"mknod /var/tmp/kvm-{domain[:8]} c 10 232 && "
               f"chown libvirt-qemu:kvm /var/tmp/kvm-{domain[:8]} && "
               f"mount --bind /var/tmp/kvm-{domain[:8]} /dev/kvm && "
-              "exec setpriv --reuid=libvirt-qemu --regid=kvm --clear-groups --inh-caps=-all "
+              # as libvirt runs it: qemu.conf's group, the user's groups as supplementary ones
+              "exec setpriv --reuid=libvirt-qemu --regid=kvm --groups=libvirt-qemu "
+              "--inh-caps=-all "
               f"--bounding-set=-all {FLEET_WRAPPER} -uuid {domain} -machine pc,accel=kvm -m 128 "
               "-display none -nodefaults -device virtio-vga,id=video0")
     runner = subprocess.Popen(h1.nsenter_argv(["unshare", "-m", "--propagation", "private",
