@@ -7,6 +7,8 @@ the real service over its real socket; the victims are real processes.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import shutil
 import stat
 import subprocess
@@ -178,3 +180,25 @@ def test_victim_fixture_holds_the_secret(victim) -> None:
     with open(f"/proc/{pid}/mem", "rb") as memory:
         memory.seek(address)
         assert memory.read(32) == SECRET
+
+
+def test_a_late_attach_leaves_no_guard_and_the_wrapper_says_so(host) -> None:
+    """Bounded attach (issue 13): a service that answers after the wrapper's bound starts
+    no guard (it would have no QMP), and the wrapper says QEMU did not start."""
+    domain = host.plan(Mode.AUDIT)
+    os.kill(host.service.pid, signal.SIGSTOP)
+    try:
+        qemu = subprocess.Popen(host.wrapper_argv(domain, "-m", "128", "-S"), env=host.env,
+                                stderr=subprocess.PIPE, text=True)
+        _, stderr = qemu.communicate(timeout=60)
+    finally:
+        os.kill(host.service.pid, signal.SIGCONT)
+    assert qemu.returncode == 1, stderr
+    assert "QEMU not started: the guard service did not attach its guard" in stderr
+    assert "runs unguarded" not in stderr
+    deadline = time.monotonic() + 30  # the resumed service handles the stale request
+    while not any(word in host.log() for word in ("gave up before", "refused pid")):
+        assert time.monotonic() < deadline, host.log()
+        time.sleep(0.2)
+    assert "attached, guard" not in host.log()
+    assert not (host.settings.domain_dir(domain) / "guard.pid").exists()
