@@ -178,8 +178,11 @@ def hook_prepare(work: Path) -> dict[str, Any]:
     xml = _EXAMPLE.read_text()
     if "require='no'" not in xml or "</name>" not in xml:
         raise ValueError(f"{_EXAMPLE} no longer has <name> and require='no': update {__file__}")
-    # libvirt gives hooks the defined domain, which always has a UUID; the example has none
+    # libvirt gives hooks the defined domain, which always has a UUID, and with it QEMU's
+    # DAC label (the user the guard service accepts an attach from); the example has neither
     xml = xml.replace("</name>", f"</name><uuid>{_HOOK_UUID}</uuid>", 1)
+    xml = xml.replace("</domain>", "<seclabel type='dynamic' model='dac' relabel='yes'>"
+                      "<label>+0:+0</label></seclabel></domain>", 1)
     outcomes: dict[str, Any] = {}
     for require in ("yes", "no"):
         data = xml.replace("require='no'", f"require='{require}'").encode()
