@@ -19,6 +19,7 @@ needs to tell cases apart (never read out of the message)::
      +-- GuardAttachError         the wrapper could not hand QEMU to the guard: socket,
      |                            filtered (the filter is installed: QEMU cannot run)
      +-- AttachRequestError       a request to the guard service breaks its protocol
+     +-- ConfinementError         a domain's AppArmor rules cannot be written or loaded: profile
      +-- HookTimeout              a hook operation ran past hook_timeout: operation, seconds
      +-- MigrationError           `ncdma migrate`; the source keeps running unless it says
           +-- MigrationRefused    the preflight refused: nothing was changed
@@ -151,6 +152,15 @@ class GuardAttachError(NcdmaError):
 
 class AttachRequestError(NcdmaError):
     """A request to the guard service is not what its protocol says (refused, never fatal)."""
+
+
+class ConfinementError(NcdmaError):
+    """ncdma's rules for a domain cannot be added to its AppArmor ``profile``, or it cannot
+    be loaded."""
+
+    def __init__(self, message: str, hint: str = "", profile: Path | None = None) -> None:
+        super().__init__(message, hint)
+        self.profile = profile
 
 
 class HookTimeout(NcdmaError):

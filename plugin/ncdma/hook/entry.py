@@ -24,8 +24,8 @@ from ncdma.hook.outcome import HookOutcome
 from ncdma.model.policy import NAMESPACE
 
 NEVER_FAIL = frozenset({"reconnect", "stopped", "release"})
-# Operations ncdma acts on; any other (start, future ones) passes at once.
-HANDLED = frozenset({"prepare", "started", "migrate", "restore"}) | NEVER_FAIL
+# Operations ncdma acts on; any other (future ones) passes at once.
+HANDLED = frozenset({"prepare", "start", "started", "migrate", "restore"}) | NEVER_FAIL
 _OPT_IN_MARKER = NAMESPACE.encode()
 
 

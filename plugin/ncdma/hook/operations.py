@@ -18,6 +18,7 @@ from ncdma.model.verdict import Mode, Verdict, decide
 from ncdma.settings import Settings
 from ncdma.store.state import guard_pid, read_plan, remove_domain_state, write_plan
 from ncdma.virt.domain import parse_domain, with_emulator
+from ncdma.virt import apparmor
 from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
 
 RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
@@ -64,6 +65,18 @@ def _log_plan(log: logging.Logger, plan: Plan, what: str) -> None:
     log.log(level, "%s: mode %s (requested %s), devices %s; %s%s", plan.domain, plan.mode.value,
             plan.requested.value, ",".join(plan.devices) or "none", what,
             "".join(f"; {reason}" for reason in plan.reasons))
+
+
+def _start(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    """After libvirt's labelling, before QEMU: the domain's own AppArmor rules, if any."""
+    plan = read_plan(settings, _state_key(domain))
+    if plan is None or plan.mode is Mode.NONE or not apparmor.enforced():
+        return HookOutcome()
+    profile = apparmor.confine_domain(settings, plan.uuid)
+    if profile is not None:
+        log.info("%s: its AppArmor profile %s reaches its own ncdma state only", domain.name,
+                 profile)
+    return HookOutcome()
 
 
 def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
@@ -113,6 +126,8 @@ def handle(operation: str, data: bytes, settings: Settings, log: logging.Logger)
         return HookOutcome()
     if operation == "prepare":
         return _prepare(domain, settings, log)
+    if operation == "start":
+        return _start(domain, settings, log)
     if operation == "started":
         return _started(domain, settings, log)
     if operation in RECEIVING:
