@@ -4,8 +4,8 @@
 Run as an unprivileged user by the attack tests (``setpriv --reuid=65534 ...``):
 
     attacker.py forge SOCKET UUID PID ADDRESS   own seccomp listener sent with another
-                                                process's pid; then a fake memslot ioctl
-                                                whose argument is ADDRESS
+                                                process's pid (or "self"); then a fake
+                                                memslot ioctl whose argument is ADDRESS
     attacker.py send SOCKET HEXBYTES [fd]       one raw message (with an fd or none)
     attacker.py fuzz SOCKET COUNT SEED          COUNT random, truncated, oversized messages
                                                 and fd sets
@@ -142,7 +142,7 @@ def idle(path: str, count: int, seconds: float) -> None:
 def main() -> None:
     command, path, *rest = sys.argv[1:]
     if command == "forge":
-        forge(path, rest[0], int(rest[1]), int(rest[2], 0))
+        forge(path, rest[0], os.getpid() if rest[1] == "self" else int(rest[1]), int(rest[2], 0))
     elif command == "send":
         fds = [os.open("/dev/null", os.O_RDONLY)] if len(rest) > 1 else []
         print(json.dumps({"answer": exchange(path, bytes.fromhex(rest[0]), fds)}), flush=True)

@@ -83,6 +83,17 @@ def test_a_local_user_cannot_make_the_guard_read_another_process(host, victim) -
     assert ioctl["ioctl_errno"] != 0
 
 
+@pytest.mark.parametrize(("user", "why"), [((0, 0), "names QEMU's user"),
+                                           (NOBODY, "is not the wrapper")])
+def test_a_caller_asking_for_itself_must_be_the_planned_wrapper(host, user, why) -> None:
+    """The pid is the caller's own: then its uid/gid must be the plan's QEMU user, and it
+    must run the wrapper the plan names for that domain (here it runs the attacker)."""
+    domain = host.plan(Mode.AUDIT, user=user)
+    answer, _ = attack("forge", str(host.settings.guard_socket), domain, "self", "0x1000")
+    assert answer["answer"]["ok"] is False and why in answer["answer"]["error"], answer
+    assert "attached" not in host.log()
+
+
 def test_a_local_user_cannot_take_over_a_running_vm(host, running_vm) -> None:
     """The attach of a running domain, with its real QEMU pid: refused, nothing changes."""
     domain, qemu = running_vm
