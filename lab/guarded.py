@@ -21,6 +21,7 @@ from typing import Any
 from ncdma.model.plan import Plan
 from ncdma.model.policy import PolicyMode
 from ncdma.model.verdict import Mode
+from ncdma.linux.pidfd import alive
 from ncdma.settings import load_settings
 from ncdma.store.state import write_plan
 
@@ -88,6 +89,15 @@ class GuardedHost:
 
     def journal(self, domain: str) -> dict[str, Any]:
         return json.loads((self.settings.domain_dir(domain) / "slots.json").read_text())
+
+    def final_journal(self, domain: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The journal once the domain's guard has ended (its QEMU exited): the guard saves
+        its last table after QEMU's last answer, so reading earlier races with that save."""
+        deadline = time.monotonic() + timeout
+        while (pid := self.guard_pid(domain)) is not None and alive(pid):
+            assert time.monotonic() < deadline, f"the guard of {domain} did not end"
+            time.sleep(0.02)
+        return self.journal(domain)
 
     def log(self) -> str:
         path = self.root / "ncdma.log"

@@ -54,7 +54,7 @@ def test_qemus_own_flag_on_a_slot_the_guard_did_not_select_is_stripped(host, mem
     done = _run(host, memslot_abi, "ownflag", Mode.ENFORCE)
     # stripped before the kernel read the struct: this unpatched kernel accepts the slot
     assert done.stdout.strip() == "rc=0", done.stdout + done.stderr
-    journal = host.journal(done.args[2])
+    journal = host.final_journal(done.args[2])
     slot, = journal["slots"]
     assert slot["flags"] & host.settings.flag == 0, "the journal must show what KVM was asked"
     assert not slot["flag_set"]
