@@ -24,6 +24,8 @@ needs to tell cases apart (never read out of the message)::
      +-- MigrationError           `ncdma migrate`; the source keeps running unless it says
           +-- MigrationRefused    the preflight refused: nothing was changed
           +-- MigrationFailed     libvirt's job or a later phase failed
+          +-- MigrationBusy       another `ncdma migrate` of the domain holds its lock: path
+          +-- OutcomeUnknown      libvirt's migration call did not return after an abort
           +-- PeerError           the destination's `ncdma peer` failed: host, command,
           |                       peer_exit_status
           +-- TransferError       the tagged slots did not arrive whole: gpa
@@ -183,6 +185,19 @@ class MigrationRefused(MigrationError):
 
 class MigrationFailed(MigrationError):
     """libvirt's migration job, or a phase after it, failed or was aborted."""
+
+
+class MigrationBusy(MigrationError):
+    """Another `ncdma migrate` of the same domain holds its lock (the file ``path``)."""
+
+    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+        super().__init__(message, hint)
+        self.path = path
+
+
+class OutcomeUnknown(MigrationError):
+    """libvirt's migration call did not return after an abort: where the domain runs is
+    unknown (nothing is cleaned up)."""
 
 
 class PeerError(MigrationError):

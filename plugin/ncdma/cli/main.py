@@ -128,12 +128,13 @@ def run_peer(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     if args.operation == "preflight":
-        answer = peer.preflight(settings)
-    else:
-        if args.uuid is None:
-            raise UsageError("peer receive needs the domain's UUID")
-        answer = peer.receive(settings, args.uuid, sys.stdin.buffer)
-    print(json.dumps(answer))
+        print(json.dumps(peer.preflight(settings)))
+        return EXIT_OK
+    if args.uuid is None:
+        raise UsageError(f"peer {args.operation} needs the domain's UUID")
+    if args.operation == "lock":
+        return peer.hold_lock(settings, args.uuid, sys.stdin.buffer, sys.stdout)
+    print(json.dumps(peer.receive(settings, args.uuid, sys.stdin.buffer)))
     return EXIT_OK
 
 
@@ -225,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer a migrating source: 'preflight' prints this host's readiness as "
                     "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
                     "incoming domain's memory, cache-flushed, and prints their checksums.")
-    peer.add_argument("operation", choices=["preflight", "receive"])
-    peer.add_argument("uuid", nargs="?", metavar="UUID", help="the incoming domain (receive)")
+    peer.add_argument("operation", choices=["preflight", "receive", "lock"])
+    peer.add_argument("uuid", nargs="?", metavar="UUID",
+                      help="the incoming domain (receive; lock: held until stdin closes)")
     peer.set_defaults(handler=run_peer)
 
     guardd = commands.add_parser(

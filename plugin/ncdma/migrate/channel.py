@@ -106,6 +106,7 @@ class Peer:
         self.target = target
         self.ncdma = ncdma
         self.control = control_dir / f"ssh-{os.getpid()}"
+        self.lock_holder: subprocess.Popen[bytes] | None = None
 
     def _ssh(self, *extra: str) -> list[str]:
         self.control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -116,8 +117,34 @@ class Peer:
         """The ssh command line that runs ``ncdma ARGUMENTS`` on the destination."""
         return [*self._ssh(), self.ncdma, *arguments]
 
+    def lock(self, uuid: str) -> None:
+        """Hold the domain's migration lock on the destination (``ncdma peer lock``) until
+        :meth:`close`.
+
+        :raise PeerError: When another `ncdma migrate` holds it there, or ssh fails.
+        """
+        holder = subprocess.Popen([*self._ssh(), "--", self.ncdma, "peer", "lock", uuid],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        assert holder.stdout is not None and holder.stderr is not None
+        if holder.stdout.readline():
+            self.lock_holder = holder
+            return
+        error = holder.stderr.read().decode(errors="replace").strip().splitlines()
+        holder.wait(_TIMEOUT_S)
+        raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma peer lock failed'}",
+                        "", self.target.host, "peer lock", holder.returncode)
+
     def close(self) -> None:
-        """End the shared connection, if one was opened."""
+        """Release the destination's lock and end the shared connection, if opened."""
+        if self.lock_holder is not None:
+            assert self.lock_holder.stdin is not None
+            self.lock_holder.stdin.close()
+            try:
+                self.lock_holder.wait(_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.lock_holder.kill()
+            self.lock_holder = None
         if self.control.exists():
             subprocess.run(self._ssh("-O", "exit"), stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -1,5 +1,9 @@
 """libvirt's migration job: run it, watch it, steer it (--timeout), abort it (Ctrl-C).
 
+An interruption may come after libvirt can no longer stop the migration: :meth:`settle`
+aborts and then reads libvirt's answer to the migration call itself, which says whether the
+VM moved.
+
 The migration call blocks until libvirt is done, so it runs in a thread while this one
 polls the job's statistics (virDomainGetJobStats) for the progress display. Everything
 goes through libvirt's public API.
@@ -15,9 +19,10 @@ from typing import Any
 
 import libvirt
 
-from ncdma.errors import MigrationFailed
+from ncdma.errors import MigrationFailed, OutcomeUnknown
 
 POLL_S = 0.2
+SETTLE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -89,33 +94,43 @@ class MigrationJob:
                 pass  # the job ended meanwhile
 
     def wait(self, on_progress: Callable[[Progress], None], timeout_s: int | None) -> None:
-        """Until libvirt is done; Ctrl-C aborts the job (and re-raises KeyboardInterrupt).
+        """Until libvirt is done (an interruption propagates: then call :meth:`settle`).
 
-        :raise MigrationFailed: When libvirt reports a failure.
+        :raise MigrationFailed: When libvirt reports a failure (--timeout's pause undone).
         """
-        try:
-            while self._thread.is_alive():
-                self._thread.join(POLL_S)
-                if timeout_s is not None and time.monotonic() - self.started > timeout_s:
-                    self.suspend_source()
-                progress = self.progress()
-                if progress is not None and self._thread.is_alive():
-                    on_progress(progress)
-        except KeyboardInterrupt:
-            self.abort()
-            raise
+        while self._thread.is_alive():
+            self._thread.join(POLL_S)
+            if timeout_s is not None and time.monotonic() - self.started > timeout_s:
+                self.suspend_source()
+            progress = self.progress()
+            if progress is not None and self._thread.is_alive():
+                on_progress(progress)
         if self.error is not None:
             self.resume_source()
             raise MigrationFailed(f"libvirt: {self.error.get_error_message()}")
 
-    def abort(self) -> None:
-        """Abort the job and wait until libvirt has rolled it back."""
-        try:
-            self.domain.abortJob()
-        except libvirt.libvirtError:
-            pass  # already over
-        self._thread.join(60)
+    def settle(self) -> bool:
+        """After an interruption: abort the job unless libvirt is done with it, and read the
+        migration call's outcome. True when the VM moved (the abort came too late); False
+        when libvirt rolled back (--timeout's pause undone).
+
+        :raise OutcomeUnknown: When the call does not return within SETTLE_S.
+        """
+        if self._thread.is_alive():
+            try:
+                self.domain.abortJob()
+            except libvirt.libvirtError:
+                pass  # over already, or past the point where it can be aborted
+            self._thread.join(SETTLE_S)
+        if self._thread.is_alive():
+            raise OutcomeUnknown(
+                f"libvirt's migration call did not return within {SETTLE_S:.0f} s of the abort: "
+                f"where the VM runs is unknown", "look with `virsh domjobinfo` and `virsh list` "
+                "on both hosts; the captured slots, if any, are kept")
+        if self.error is None:
+            return True
         self.resume_source()
+        return False
 
     def resume_source(self) -> None:
         """Undo --timeout's pause after a failure: the source keeps running."""

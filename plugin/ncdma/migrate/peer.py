@@ -1,7 +1,9 @@
 """The destination's side of `ncdma migrate`: ``ncdma peer ...``, run over SSH by the source.
 
 ``preflight`` answers whether this host can honor a migrating domain's policy (ncdma,
-its hook and guard service installed, the probe's mode, QEMU's version). ``receive``
+its hook and guard service installed, the probe's mode, QEMU's version). ``lock`` holds
+the domain's migration lock here (:mod:`ncdma.migrate.lock`) until its stdin closes: one
+`ncdma migrate` per domain at a time on the destination too. ``receive``
 writes the tagged slots' content, read on the source, into the incoming QEMU's memory
 (caches flushed) and checks it: the stream on stdin is one JSON header line, then each
 slot's bytes in the header's order.
@@ -15,13 +17,15 @@ slot that the guard journaled as tagged, at its address and of its size.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import libvirt
 
 from ncdma import __version__
 from ncdma.errors import DomainStateError, TransferError
+from ncdma.migrate.lock import acquire
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import QEMU_PROGRAMS, program_version, qemu_has_aux_ram_share
 from ncdma.linux import cacheflush
@@ -130,3 +134,19 @@ def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     return {"schema_version": PEER_SCHEMA_VERSION, "slots": restored,
             "flush": cacheflush.instruction(),
             "status": status_json(domain_status(settings, uuid))}
+
+
+def hold_lock(settings: Settings, uuid: str, stdin: BinaryIO, stdout: TextIO) -> int:
+    """Hold domain ``uuid``'s migration lock until ``stdin`` closes; say so first.
+
+    :raise MigrationBusy: When another `ncdma migrate` holds it.
+    """
+    descriptor = acquire(settings.state_dir, uuid, uuid)
+    try:
+        print(json.dumps({"schema_version": PEER_SCHEMA_VERSION, "locked": True}), file=stdout,
+              flush=True)
+        while stdin.read(4096):
+            pass
+    finally:
+        os.close(descriptor)
+    return 0

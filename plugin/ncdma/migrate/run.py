@@ -14,6 +14,7 @@ content on this host.
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +24,9 @@ import libvirt
 
 from ncdma.errors import MigrationFailed, MigrationRefused, PeerError, UsageError
 from ncdma.migrate.channel import Peer, SshTarget
+from ncdma.migrate.interrupts import Interrupts
 from ncdma.migrate.job import MigrationJob
+from ncdma.migrate.lock import acquire
 from ncdma.migrate.options import PAUSED, MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, Strategy, TaggedSlot, decide
 from ncdma.migrate.progress import ProgressDisplay
@@ -97,6 +100,7 @@ class Migration:
         self.summary = Summary(self.domain.name(), options.desturi)
         self.memory_done = 0.0
         self.dconn: Future[libvirt.virConnect]
+        self.interrupts = Interrupts()
 
     def _phase(self, name: str, detail: str = "") -> None:
         self.summary.begin(name)
@@ -104,13 +108,19 @@ class Migration:
 
     def run(self) -> Summary:
         """Preflight, then (unless --dry-run) migrate; the summary says what happened."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # the destination's libvirt connection opens while the preflight runs
-            self.dconn = pool.submit(libvirt.open, self.options.desturi)
-            try:
-                return self._run()
-            finally:
-                self.peer.close()
+        lock = None if self.options.dry_run else acquire(self.settings.state_dir, self.uuid,
+                                                          self.summary.domain)
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool, self.interrupts.installed():
+                # the destination's libvirt connection opens while the preflight runs
+                self.dconn = pool.submit(libvirt.open, self.options.desturi)
+                try:
+                    return self._run()
+                finally:
+                    self.peer.close()
+        finally:
+            if lock is not None:
+                os.close(lock)
 
     def _run(self) -> Summary:
         self._phase("preflight")
@@ -128,6 +138,8 @@ class Migration:
             self.summary.notes.append(f"would call libvirt with flags {self._flags(decision):#x}"
                                       f" and parameters {', '.join(params) or 'none'}")
             return self.summary
+        if decision.source.opted_in:
+            self.peer.lock(self.uuid)
         copy = decision.strategy is Strategy.COPY
         if copy:
             capture.arm(self.settings, self.uuid, [
@@ -177,11 +189,20 @@ class Migration:
         try:
             job.wait(lambda progress: self.display.update("memory", progress),
                      self.options.timeout)
-        except (MigrationFailed, KeyboardInterrupt) as err:
+            self.interrupts.hold()
+        except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: see ncdma.migrate.interrupts
+            self.interrupts.hold()
+            if not job.settle():
+                capture.disarm(self.settings, self.uuid)
+                raise MigrationFailed(f"interrupted: migration aborted ({err}); "
+                                      f"{self.summary.domain} keeps running on this host with "
+                                      f"its tags", "nothing to clean up") from None
+            self.summary.notes.append(f"interrupted ({err}) after libvirt's switchover: the "
+                                      f"migration could no longer be stopped, so it was "
+                                      f"completed")
+        except MigrationFailed as err:
             capture.disarm(self.settings, self.uuid)
-            what = "interrupted: migration aborted" if isinstance(err, KeyboardInterrupt) \
-                else str(err)
-            raise MigrationFailed(f"{what}; {self.summary.domain} keeps running on this host"
+            raise MigrationFailed(f"{err}; {self.summary.domain} keeps running on this host"
                                   " with its tags", "see libvirtd's log on both hosts") from None
         self.memory_done = time.monotonic()
         destination = dconn.lookupByUUIDString(self.uuid)
