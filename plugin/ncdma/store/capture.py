@@ -16,15 +16,18 @@ with a sha256 per slot, and ``slot-<gpa>.bin`` the content, written by the guard
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ncdma.errors import MigrationRefused
 from ncdma.linux.slotmem import preallocate
 from ncdma.settings import Settings
 from ncdma.store.files import PRIVATE, PRIVATE_DIR, make_directory, read_json_object, write_json
 
+JOURNAL_RESERVE = 16 << 20  # bytes a capture leaves free: the guards' journals live there too
 REQUEST_FILE = "capture.json"
 RESULT_FILE = "captured.json"
 
@@ -51,12 +54,32 @@ def migration_dir(settings: Settings, uuid: str) -> Path:
 
 
 def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
-    """Ask the domain's guard to capture ``slots`` when QEMU exits; return the directory."""
+    """Ask the domain's guard to capture ``slots`` when QEMU exits; return the directory.
+
+    The files are allocated now, and only if JOURNAL_RESERVE stays free beside them.
+
+    :raise MigrationRefused: When there is not that much space (nothing is left behind).
+    """
     directory = migration_dir(settings, uuid)
     shutil.rmtree(directory, ignore_errors=True)
     make_directory(directory, PRIVATE_DIR)
-    for slot in slots:  # allocated now, while the guest runs, not during the downtime
-        preallocate(directory / slot.data_name, slot.size)
+    needed = sum(slot.size for slot in slots)
+    stats = os.statvfs(directory)
+    free = stats.f_bavail * stats.f_frsize
+    if needed + JOURNAL_RESERVE > free:
+        disarm(settings, uuid)
+        raise MigrationRefused(
+            f"capturing the tagged slots needs {needed >> 20} MiB in {directory.parent}, which "
+            f"has {free >> 20} MiB free, {JOURNAL_RESERVE >> 20} MiB of them kept for the "
+            f"guards' journals", "free space there (on tmpfs it is RAM), or use "
+            "migration='skip' where the slots' content need not move")
+    try:
+        for slot in slots:  # allocated now, while the guest runs, not during the downtime
+            preallocate(directory / slot.data_name, slot.size)
+    except OSError as err:
+        disarm(settings, uuid)
+        raise MigrationRefused(f"cannot allocate the capture files in {directory}: "
+                               f"{err.strerror}", "free space there") from None
     write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]}, PRIVATE,
                indent=2)
     return directory
