@@ -50,8 +50,8 @@ def test_a_copy_qemu_ends_on_libvirts_one_sigterm_with_no_guard(opted_in: OptedI
     h1 = opted_in.lab.host("h1")
     try:
         h1.run(["sh", "-c", "kill -9 $(cat /run/ncdma/guardd.pid)"], check=True)
-        h1.run(["sh", "-c", f"kill -9 $(cat /run/ncdma/domains/{opted_in.uuid}/guard.pid)"],
-               check=True)
+        h1.run(["sh", "-c", "kill -9 $(cut -d' ' -f1 "
+                            f"/run/ncdma/domains/{opted_in.uuid}/guard.pid)"], check=True)
         # libvirt's SIGTERM, and no SIGKILL after it: a QEMU still waiting in exit_group
         # when libvirt's grace runs out makes this fail
         done = h1.virsh("destroy", "--graceful", opted_in.name, check=False)
@@ -70,25 +70,6 @@ def test_two_migrations_of_one_vm_at_once(opted_in: OptedIn) -> None:
     assert "is already being migrated" in stderr and "Traceback" not in stderr
     stdout, first_stderr = first.communicate(timeout=120)
     assert first.returncode == 0, first_stderr
-    assert_copied(json.loads(stdout))
-    assert running_on(opted_in) == ["h2"]
-
-
-def test_ctrl_c_after_libvirt_can_no_longer_stop_the_migration(opted_in: OptedIn) -> None:
-    """--p2p: the source's libvirtd finishes the migration while `ncdma migrate` is stopped;
-    Ctrl-C then comes too late to abort: the VM has moved, and the copy must still be made."""
-    _slow_migration_setup(opted_in)
-    h1 = opted_in.lab.host("h1")
-    migration = _migrate_in_background(opted_in, "--bandwidth", "1", "--p2p")
-    _wait_for_job(opted_in)
-    _signal_migrate(h1, "STOP")
-    try:
-        _until(lambda: opted_in.state("h1") == "shut off" and opted_in.state("h2") == "paused",
-               "libvirt completed the migration")
-    finally:
-        _signal_migrate(h1, "INT", "CONT")
-    stdout, stderr = migration.communicate(timeout=120)
-    assert migration.returncode == 0, stderr
     assert_copied(json.loads(stdout))
     assert running_on(opted_in) == ["h2"]
 
