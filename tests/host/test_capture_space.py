@@ -7,7 +7,6 @@ anything moves, and leaves nothing behind.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from ncdma.errors import MigrationRefused
 from ncdma.settings import Settings
 from ncdma.store.capture import JOURNAL_RESERVE, SlotRef, arm, migration_dir
+from tests.host.conftest import mounted_tmpfs
 
 MiB = 1 << 20
 UUID = "5e1f0f3c-7a64-4d2b-9a0e-3c1d2b4a5f60"
@@ -24,14 +24,8 @@ UUID = "5e1f0f3c-7a64-4d2b-9a0e-3c1d2b4a5f60"
 @pytest.fixture
 def small_state(short_tmp: Path) -> Iterator[Settings]:
     """Settings whose state directory is a 32 MiB tmpfs."""
-    state = short_tmp / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "ncdma-test", str(state)],
-                   check=True)
-    try:
+    with mounted_tmpfs(short_tmp / "state", "32m") as state:
         yield Settings(state_dir=state)
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=True)
 
 
 def _slot(size: int) -> SlotRef:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from ncdma.model.verdict import Mode
 from lab.guests.build import exit_code
 from lab.gated import GatedQemu
 from lab.guarded import GuardedHost, guarded_host
+from tests.host.conftest import mounted_tmpfs
 
 DONE = exit_code("STATUS_TOGGLE_DONE")
 
@@ -105,15 +105,8 @@ def test_guard_killed_101_times(host: GuardedHost, qemu: GatedQemu) -> None:
 @pytest.fixture
 def full_host(short_tmp: Path) -> Iterator[GuardedHost]:
     """A host whose state directory is a 1 MiB tmpfs of its own (filled by the test)."""
-    state = short_tmp / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "ncdma-test", str(state)],
-                   check=True)
-    try:
-        with guarded_host(short_tmp) as guarded:
-            yield guarded
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=True)
+    with mounted_tmpfs(short_tmp / "state", "1m"), guarded_host(short_tmp) as guarded:
+        yield guarded
 
 
 def _fill(directory: Path) -> None:
