@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ncdma.errors import UsageError
@@ -48,3 +50,20 @@ def test_the_destination_comes_after_the_end_of_options(tmp_path) -> None:
     end = argv.index("--")
     assert argv[end + 1:] == ["admin@::1", "/usr/local/libexec/ncdma/ncdma", "peer", "preflight"]
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-i") + 1] == "/k"
+
+
+def test_the_destination_lock_is_held_by_ncdma_peer_lock_over_the_same_ssh(tmp_path,
+                                                                          monkeypatch) -> None:
+    # a stand-in for ssh on PATH records its arguments and answers as `ncdma peer lock` does
+    recorded = tmp_path / "argv"
+    stand_in = tmp_path / "bin" / "ssh"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {recorded}\n"
+                        "echo '{\"locked\": true}'\ncat > /dev/null\n")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stand_in.parent}:{os.environ['PATH']}")
+    peer = Peer(SshTarget.from_uri("qemu+ssh://h2/system"), "/opt/ncdma/bin/ncdma", tmp_path)
+    peer.lock("5e1f0f3c-7a64-4d2b-9a0e-3c1d2b4a5f60")
+    peer.close()
+    argv = recorded.read_text().splitlines()
+    assert ["ssh", *argv] == peer.command(["peer", "lock", "5e1f0f3c-7a64-4d2b-9a0e-3c1d2b4a5f60"])

@@ -123,7 +123,7 @@ class Peer:
 
         :raise PeerError: When another `ncdma migrate` holds it there, or ssh fails.
         """
-        holder = subprocess.Popen([*self._ssh(), "--", self.ncdma, "peer", "lock", uuid],
+        holder = subprocess.Popen(self.command(["peer", "lock", uuid]),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         assert holder.stdout is not None and holder.stderr is not None
