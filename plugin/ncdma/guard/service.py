@@ -27,14 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ncdma.errors import AttachRequestError, StateFileError
+from ncdma.errors import AttachRequestError, SeccompError, StateFileError
 from ncdma.guard.attach import (ACK, ATTACH_TIMEOUT_S, MAX_REQUEST, SERVICE_MARGIN_S, answer_bytes,
                                parse_request, refusal)
 from ncdma.guard.keeper import keep
 from ncdma.guard.task import GuardTask
 from ncdma.guard.trust import refusal_reason
-from ncdma.linux.pidfd import alive
-from ncdma.linux.peercred import Caller, caller_of, command_line, holds_file, is_seccomp_listener
+from ncdma.linux.peercred import Caller, caller_of, command_line, is_seccomp_listener
+from ncdma.linux.pidfd import alive, pidfd_getfd
 from ncdma.logs import configure_logging
 from ncdma.model.plan import Plan
 from ncdma.settings import Settings
@@ -132,9 +132,12 @@ class GuardService:
             finally:
                 os.close(qmp_fd)
 
-    def decide(self, message: bytes, fds: list[int], truncated: bool,
-               caller: Caller) -> tuple[dict[str, Any], GuardTask | None, Plan | None]:
-        """The answer to one request; with the guard to start when it is an ok."""
+    def decide(self, message: bytes, fds: list[int], truncated: bool, caller: Caller,
+               owned: list[int]) -> tuple[dict[str, Any], GuardTask | None, Plan | None]:
+        """The answer to one request; with the guard to start when it is an ok.
+
+        The listener the guard gets is the caller's own fd ``listener_fd``, taken from it
+        (pidfd_getfd): whatever was sent, the caller holds what the guard serves."""
         try:
             request = parse_request(message)
         except AttachRequestError as err:
@@ -149,10 +152,11 @@ class GuardService:
         with self.lock:
             reason = refusal_reason(request, caller, plan, command_line(caller.pid),
                                     self._is_attached(request.uuid))
-            if reason is None and not holds_file(caller.pid, request.listener_fd, fds[0]):
-                reason = (f"pid {caller.pid} does not hold the listener it sent as fd "
-                          f"{request.listener_fd}")
-            if reason is not None or plan is None:
+            listener = self._take_listener(caller, request.listener_fd, owned) \
+                if reason is None else None
+            if reason is None and listener is None:
+                reason = f"pid {caller.pid} holds no seccomp listener as fd {request.listener_fd}"
+            if reason is not None or plan is None or listener is None:
                 return refusal(reason or "no plan"), None, None
             self.attaching.add(request.uuid)
         directory = self.settings.domain_dir(request.uuid)
@@ -163,9 +167,19 @@ class GuardService:
             self._prepare_qmp_dir(plan)
         except OSError as err:
             return refusal(f"cannot prepare {directory}: {err}"), None, plan
-        task = GuardTask(request.uuid, caller.pid, plan, fds[0], pidfd=caller.pidfd)
+        task = GuardTask(request.uuid, caller.pid, plan, listener, pidfd=caller.pidfd)
         return {"ok": True, "qmp_socket": str(directory / QMP_SOCKET),
                 "timeout_s": ATTACH_TIMEOUT_S}, task, plan
+
+    def _take_listener(self, caller: Caller, number: int, owned: list[int]) -> int | None:
+        """Our copy of the caller's fd ``number`` if it is a seccomp listener (lock held)."""
+        try:
+            listener = pidfd_getfd(caller.pidfd, number)
+        except SeccompError:
+            return None
+        owned.append(listener)
+        self.in_flight.add(listener)
+        return listener if is_seccomp_listener(listener) else None
 
     def handle_connection(self, connection: socket.socket) -> None:
         """One wrapper's exchange, within its deadline; never raises."""
@@ -199,7 +213,8 @@ class GuardService:
         owned.extend(fds)
         with self.lock:
             self.in_flight.update(fds)
-        answer, task, plan = self.decide(message, fds, bool(flags & socket.MSG_CTRUNC), caller)
+        answer, task, plan = self.decide(message, fds, bool(flags & socket.MSG_CTRUNC), caller,
+                                         owned)
         if plan is not None:
             reserved.append(plan.uuid)
         if not answer["ok"]:

@@ -2,8 +2,7 @@
 
 The guard service believes only what the kernel says about a caller: its pid, uid and gid
 (SO_PEERCRED, taken when it connected), a pidfd of that very process (SO_PEERPIDFD, Linux
-6.5+; older kernels get a pidfd_open of the pid right at accept), its command line, and
-whether a file it sent is one it holds itself (kcmp).
+6.5+; older kernels get a pidfd_open of the pid right at accept), and its command line.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import struct
 from dataclasses import dataclass
 
 from ncdma.linux.pidfd import pidfd_open
-from ncdma.linux.syscalls import NR_KCMP, libc
 
 SO_PEERPIDFD = 77
 _KCMP_FILE = 0
@@ -53,11 +51,6 @@ def command_line(pid: int) -> list[str]:
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
-
-
-def holds_file(pid: int, their_fd: int, our_fd: int) -> bool:
-    """Process ``pid`` holds, as ``their_fd``, the very open file that is our ``our_fd``."""
-    return libc.syscall(NR_KCMP, os.getpid(), pid, _KCMP_FILE, our_fd, their_fd) == 0
 
 
 def is_seccomp_listener(fd: int) -> bool:

@@ -15,7 +15,6 @@ AUDIT_ARCH_X86_64 = 0xC000003E  # seccomp_data.arch of x86-64 syscalls
 X32_SYSCALL_BIT = 0x40000000     # set in the number of an x32 syscall (same arch)
 NR_IOCTL = 16
 NR_EXIT_GROUP = 231
-NR_KCMP = 312
 NR_SECCOMP = 317
 NR_PIDFD_OPEN = 434
 NR_PIDFD_GETFD = 438
