@@ -1,4 +1,4 @@
-"""Build a lab kernel (stock or patched) from Debian's linux-source-6.1, cached by recipe key.
+"""Build a lab kernel (stock, patched or 6.12) from Debian's kernel source, cached by recipe key.
 
 A cached kernel costs a hash of the inputs and a stat. Otherwise the source tarball is
 unpacked into a work directory next to the cache, patched (``patched`` only), configured
@@ -30,15 +30,16 @@ from lab.kernel.recipe import (
     PATCH,
     SELFTEST,
     SELFTEST_DIR,
-    SOURCE_PACKAGE,
-    SOURCE_TARBALL,
+    SOURCE_6_1,
     TARGET,
     Recipe,
     Variant,
 )
+from lab.kernel.trixie import fetch_source_6_12
 
+KEEP_BUILDS = 3  # per variant
 # Debian packages the kernel build and the nested run need.
-PACKAGES = (SOURCE_PACKAGE, "make", "gcc", "bc", "bison", "flex", "libelf-dev", "libssl-dev",
+PACKAGES = (SOURCE_6_1.package, "make", "gcc", "bc", "bison", "flex", "libelf-dev", "libssl-dev",
             "cpio", "xz-utils", "patch", "busybox-static", "qemu-system-x86")
 
 
@@ -70,15 +71,20 @@ def ensure_packages(packages: Sequence[str] = PACKAGES) -> None:
                            f"{done.stderr.strip()[-500:]}")
 
 
-def source_version() -> str:
-    """The installed version of Debian's kernel source package (part of every cache key).
+def source_version(variant: Variant = Variant.STOCK) -> str:
+    """The version of the source package ``variant`` is built from (part of its cache key):
+    Debian 12's installed linux-source-6.1, or Debian 13's linux-source-6.12 (fetched
+    into the cache on first use).
 
-    :raise LabError: When the package is not installed.
+    :raise LabError: When linux-source-6.1 is not installed, or 6.12 cannot be fetched.
     """
-    done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE],
+    if variant is Variant.UPSTREAM:
+        return fetch_source_6_12()
+    source = variant.source
+    done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", source.package],
                           capture_output=True, text=True, check=False)
-    if done.returncode != 0 or not done.stdout or not SOURCE_TARBALL.exists():
-        raise LabError(f"{SOURCE_PACKAGE} is not installed ({SOURCE_TARBALL} missing): "
+    if done.returncode != 0 or not done.stdout or not source.tarball.exists():
+        raise LabError(f"{source.package} is not installed ({source.tarball} missing): "
                        "run `python3 -m lab.kernel build`, which installs it")
     return done.stdout.strip()
 
@@ -139,7 +145,7 @@ def _configure_and_build(recipe: Recipe, work: Path, jobs: int, log: IO[str],
     """Unpack, patch, configure and build in ``work``; return the build's output directory."""
     source, out = work / "src", work / "out"
     source.mkdir(parents=True)
-    _step(["tar", "-xJf", SOURCE_TARBALL, "-C", source, "--strip-components=1"], log, log_path)
+    _step(["tar", "-xJf", recipe.variant.source.tarball, "-C", source, "--strip-components=1"], log, log_path)
     if recipe.variant is Variant.PATCHED:
         _step(["patch", "-p1", "--forward", "--batch", "-i", PATCH], log, log_path, cwd=source)
     make: list[str | Path] = ["make", "-C", source, f"O={out}", *MAKE_VARIABLES]
@@ -160,14 +166,15 @@ def _configure_and_build(recipe: Recipe, work: Path, jobs: int, log: IO[str],
 
 
 def _prune(recipe: Recipe) -> None:
-    """Remove the variant's older builds: the cache keeps one kernel per variant."""
-    prefix = f"kernel-{recipe.variant.value}-"
-    for stale in CACHE_DIR.glob(f"{prefix}*"):
-        if not stale.name.startswith(recipe.cache_dir.name):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
+    """Remove the variant's older builds, keeping the KEEP_BUILDS newest: checkouts with
+    different recipes (branches) share the cache, and must not rebuild each other's."""
+    builds = sorted((path for path in CACHE_DIR.glob(f"kernel-{recipe.variant.value}-*")
+                     if path.is_dir() and (path / "bzImage").exists()),
+                    key=lambda path: path.stat().st_mtime, reverse=True)
+    for stale in builds[KEEP_BUILDS:]:
+        if stale != recipe.cache_dir:
+            shutil.rmtree(stale)
+            stale.with_name(stale.name + ".log").unlink(missing_ok=True)
 
 
 def build_kernel(recipe: Recipe, jobs: int, say: Callable[[str], None]) -> BuildResult:
@@ -181,7 +188,7 @@ def build_kernel(recipe: Recipe, jobs: int, say: Callable[[str], None]) -> Build
     with _locked(CACHE_DIR / "kernel.lock"):
         if recipe.bzimage.exists():  # built by another process while we waited
             return BuildResult(recipe, True, time.monotonic() - started)
-        say(f"building the {recipe.variant.value} kernel ({SOURCE_PACKAGE} "
+        say(f"building the {recipe.variant.value} kernel ({recipe.variant.source.package} "
             f"{recipe.source_version}, {BASE_CONFIG} + {CONFIG_FRAGMENT.name}, -j{jobs}) "
             f"into {recipe.cache_dir}")
         work = recipe.cache_dir.with_name(recipe.cache_dir.name + ".work")
@@ -199,9 +206,27 @@ def build_kernel(recipe: Recipe, jobs: int, say: Callable[[str], None]) -> Build
         seconds = time.monotonic() - started
         (staging / "build.json").write_text(json.dumps({
             "variant": recipe.variant.value, "key": recipe.key,
-            "source": [SOURCE_PACKAGE, recipe.source_version], "jobs": jobs,
+            "source": [recipe.variant.source.package, recipe.source_version], "jobs": jobs,
             "seconds": round(seconds, 1)}, indent=2))
         os.replace(staging, recipe.cache_dir)
         shutil.rmtree(work)
         _prune(recipe)
     return BuildResult(recipe, False, seconds)
+
+
+def build_variants(variants: Sequence[str], jobs: int, say: Callable[[str], None]) -> None:
+    """Install what is missing, then build or find each kernel; say what each cost.
+
+    :raise LabError: When a package, a source or a build step fails.
+    """
+    ensure_packages()
+    for name in variants:
+        variant = Variant(name)
+        started = time.monotonic()
+        version = source_version(variant)
+        if time.monotonic() - started > 1:
+            say(f"source {variant.source.package} {version}: fetched and checked in "
+                f"{time.monotonic() - started:.1f} s")
+        result = build_kernel(Recipe(variant, version), jobs, say)
+        how = "cached" if result.cached else "built"
+        say(f"kernel {name}: {how} in {result.seconds:.1f} s: {result.recipe.bzimage}")

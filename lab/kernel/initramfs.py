@@ -23,9 +23,9 @@ def _pad(length: int) -> bytes:
 
 
 def newc_entry(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0),
-               ino: int = 0) -> bytes:
+               ino: int = 0, mtime: int = 0) -> bytes:
     """One cpio "newc" record: header, NUL-terminated name and data, each 4-byte aligned."""
-    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    fields = (ino, mode, 0, 0, 1, mtime, len(data), 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
     header = b"070701" + b"".join(f"{field:08x}".encode() for field in fields)
     record = header + name.encode() + b"\0"
     return record + _pad(len(record)) + data + _pad(len(data))

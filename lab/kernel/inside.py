@@ -45,7 +45,7 @@ QUIET_S = 2 * HOLD_S  # no slot change for this long: the guest is done
 GUARDED_TIMEOUT_S = 150.0
 SELFTEST_TIMEOUT_S = 120.0
 _IOCTL_SLOT, _IOCTL_GPA = 0, 0x100000
-_ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
+ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
 _HOOK = REPO / "hooks/qemu.d/50-ncdma"
 _EXAMPLE = REPO / "xml/examples/virtio-vga-opted-in.xml"
 _WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
@@ -102,7 +102,7 @@ def _vram_slot(journal: dict[str, Any] | None) -> dict[str, Any] | None:
     return next((slot for slot in slots if slot["gpa"] == BAR_ADDR), None)
 
 
-def _journal(host: GuardedHost, domain: str) -> dict[str, Any] | None:
+def read_journal(host: GuardedHost, domain: str) -> dict[str, Any] | None:
     try:
         return host.journal(domain)
     except (OSError, ValueError):
@@ -117,7 +117,7 @@ def _settled(host: GuardedHost, domain: str, qemu: subprocess.Popen[bytes],
     """
     counts, since = None, time.monotonic()
     while time.monotonic() < deadline and qemu.poll() is None:
-        journal = _journal(host, domain)
+        journal = read_journal(host, domain)
         if journal is None or journal["counts"] != counts:
             counts, since = (journal or {}).get("counts"), time.monotonic()
         elif _vram_slot(journal) and time.monotonic() - since >= QUIET_S:
@@ -126,7 +126,7 @@ def _settled(host: GuardedHost, domain: str, qemu: subprocess.Popen[bytes],
     return False
 
 
-def _status(host: GuardedHost, domain: str, deadline: float) -> dict[str, Any]:
+def ncdma_status(host: GuardedHost, domain: str, deadline: float) -> dict[str, Any]:
     """``ncdma status`` (text and JSON) once the flat view matches the journal, or at deadline."""
     command = [sys.executable, "-m", "ncdma", "status", domain]
     while True:
@@ -140,9 +140,11 @@ def _status(host: GuardedHost, domain: str, deadline: float) -> dict[str, Any]:
             "text": text.stdout.decode(errors="replace")}
 
 
-def guarded_vram_run(work: Path) -> dict[str, Any]:
-    """QEMU under the nested KVM, wrapped by ncdma in enforce mode with bars=vram."""
-    image = build_guest("bartoggle", work, TOGGLES=TOGGLES, HOLD=HOLD_S)
+def guarded_vram_run(work: Path, image: Path | None = None, toggles: int = TOGGLES
+                     ) -> dict[str, Any]:
+    """QEMU under the nested KVM, wrapped by ncdma in enforce mode with bars=vram, running
+    bartoggle (``image``: one built with ``toggles`` and HOLD_S; built here if None)."""
+    image = image or build_guest("bartoggle", work, TOGGLES=toggles, HOLD=HOLD_S)
     with guarded_host(Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))) as host:
         domain = host.plan(Mode.ENFORCE)
         stderr = work / "qemu.stderr"
@@ -151,21 +153,21 @@ def guarded_vram_run(work: Path) -> dict[str, Any]:
         with stderr.open("wb") as sink:
             qemu = subprocess.Popen(
                 host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga,id=video0",
-                                  *_ISA_EXIT, "-bios", str(image)),
+                                  *ISA_EXIT, "-bios", str(image)),
                 env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink)
         try:
             settled = _settled(host, domain, qemu, deadline)
             settle_s = time.monotonic() - started
-            status = _status(host, domain, deadline) if settled else None
+            status = ncdma_status(host, domain, deadline) if settled else None
             running = qemu.poll() is None
         finally:
             if qemu.poll() is None:
                 qemu.terminate()
             qemu.wait(30)
-        return {"toggles": TOGGLES, "settled": settled, "settle_seconds": round(settle_s, 1),
+        return {"toggles": toggles, "settled": settled, "settle_seconds": round(settle_s, 1),
                 "running_after_toggles": running, "exit": qemu.returncode,
                 "stderr": stderr.read_text(errors="replace")[-4000:],
-                "journal": _journal(host, domain), "status": status,
+                "journal": read_journal(host, domain), "status": status,
                 "log": host.log()[-6000:]}
 
 

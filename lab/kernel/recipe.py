@@ -1,8 +1,10 @@
 """What a lab kernel is built from, and where its build is cached.
 
-Two variants come from one recipe: ``stock`` (Debian's linux-source-6.1 as shipped) and
-``patched`` (the same plus 0001-kvm-non-coherent-dma-memslot-flag.patch), both configured
-with ``make tinyconfig`` plus lab.config and built as a bzImage only, so the two kernels
+Three variants come from one recipe: ``stock`` (Debian's linux-source-6.1 as shipped),
+``patched`` (the same plus 0001-kvm-non-coherent-dma-memslot-flag.patch) and ``6.12``
+(Debian 13's linux-source-6.12 as shipped, which has upstream's
+KVM_X86_QUIRK_IGNORE_GUEST_PAT; lab/kernel/trixie.py fetches it), all configured with
+``make tinyconfig`` plus lab.config and built as a bzImage only, so stock and patched
 differ by the patch alone. The patched build also builds the KVM selftest the patch extends
 (set_memory_region_test), so that the same test runs in both kernels. A build is cached
 outside the repository under a key that hashes everything it depends on: the source
@@ -19,8 +21,6 @@ from pathlib import Path
 KERNEL_DIR = Path(__file__).resolve().parent
 PATCH = KERNEL_DIR / "0001-kvm-non-coherent-dma-memslot-flag.patch"
 CONFIG_FRAGMENT = KERNEL_DIR / "lab.config"
-SOURCE_PACKAGE = "linux-source-6.1"
-SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 CACHE_DIR = Path("/var/cache/ncdma-lab")
 # The build steps, as hashed: change any of them and every kernel is rebuilt.
 BASE_CONFIG = "tinyconfig"
@@ -34,11 +34,29 @@ SELFTEST_DIR = "tools/testing/selftests/kvm"
 RECIPE_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Source:
+    """A Debian kernel source package and where its tarball lies once installed or fetched."""
+
+    package: str
+    tarball: Path
+
+
+SOURCE_6_1 = Source("linux-source-6.1", Path("/usr/src/linux-source-6.1.tar.xz"))
+SOURCE_6_12 = Source("linux-source-6.12", CACHE_DIR / "source-6.12" / "linux-source-6.12.tar.xz")
+
+
 class Variant(str, enum.Enum):
-    """Which kernel: Debian's source as shipped, or with the lab's patch."""
+    """Which kernel: Debian 12's 6.1 as shipped or with the lab's patch, or Debian 13's 6.12."""
 
     STOCK = "stock"
     PATCHED = "patched"
+    UPSTREAM = "6.12"
+
+    @property
+    def source(self) -> Source:
+        """The source package this variant is built from."""
+        return SOURCE_6_12 if self is Variant.UPSTREAM else SOURCE_6_1
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ class Recipe:
         inputs = {
             "recipe": RECIPE_VERSION,
             "variant": self.variant.value,
-            "source": [SOURCE_PACKAGE, self.source_version],
+            "source": [self.variant.source.package, self.source_version],
             "steps": [BASE_CONFIG, *MAKE_VARIABLES, TARGET],
             "config": hashlib.sha256(CONFIG_FRAGMENT.read_bytes()).hexdigest(),
             "patch": ([hashlib.sha256(PATCH.read_bytes()).hexdigest(), SELFTEST]

@@ -30,7 +30,7 @@ REJECTS = "rejects KVM_MEM_NON_COHERENT_DMA"
 def _boot(variant: Variant, tmp_path_factory: pytest.TempPathFactory) -> NestedRun:
     started = time.monotonic()
     try:
-        done = run_nested(Recipe(variant, source_version()),
+        done = run_nested(Recipe(variant, source_version(variant)),
                           tmp_path_factory.mktemp(f"nested-{variant.value}"), NESTED_TIMEOUT_S)
     except LabError as err:
         pytest.fail(str(err))
@@ -143,8 +143,8 @@ def test_patched_kernel_accepts_the_tagged_vram_slot_and_qemu_runs_on(patched: N
     assert tagged, "no re-creation of the vram slot was tagged"
 
 
-def test_patched_kernel_status_shows_the_tagged_slot(patched: NestedRun) -> None:
-    status = step(patched, "guarded")["status"]
+def assert_status_shows_vram_tagged(status: dict[str, Any] | None) -> None:
+    """``ncdma status --json`` of a guarded run: guard alive, flat view agrees, vram tagged."""
     assert status is not None and status["status"] == 0, status
     document = status["json"]
     assert document["guard"]["alive"] and document["flatview_checked"]
@@ -152,6 +152,11 @@ def test_patched_kernel_status_shows_the_tagged_slot(patched: NestedRun) -> None
     # one slot per KVM address space (the SMM one too), both tagged
     vram = [slot for slot in document["journal"]["slots"] if slot["gpa"] == BAR_ADDR]
     assert vram and all(slot["flag_set"] for slot in vram), vram
+
+
+def test_patched_kernel_status_shows_the_tagged_slot(patched: NestedRun) -> None:
+    status = step(patched, "guarded")["status"]
+    assert_status_shows_vram_tagged(status)
     vram_line = next(line for line in status["text"].splitlines() if f"{BAR_ADDR:#018x}" in line)
     assert " set " in vram_line and "vram" in vram_line, status["text"]
 

@@ -1,0 +1,90 @@
+"""The Intel lab's Python driver: guarded QEMU runs inside the Bochs guest.
+
+init.sh runs ``python -m lab.intel.inside guarded|hostile`` from the checkout (in the
+initramfs at its own path); it prints one JSON document between ``lab-json-begin`` and
+``lab-json-end`` lines on the console. The guest images were assembled on the host
+(lab/intel/image.py puts them in /lab/guests).
+
+- guarded: QEMU 7.2 wrapped by ncdma (guard service, plan in enforce mode, bars=vram, as
+  lab/guarded.py does without libvirt) runs bartoggle under kvm_intel; the vram slot
+  is created, deleted and re-created with the real flag (lab/kernel/inside.py's run).
+- hostile: the same with the hostile guest, which puts the vram BAR over its RAM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ncdma.model.verdict import Mode
+
+from lab.guarded import guarded_host
+from lab.kernel.inside import (
+    ISA_EXIT,
+    GUARDED_TIMEOUT_S,
+    QUIET_S,
+    guarded_vram_run,
+    ncdma_status,
+    read_journal,
+)
+
+GUESTS_DIR = Path("/lab/guests")
+TOGGLES = 20  # fewer than under TCG: each toggle is two memslot changes under emulated VMX
+HOLD = 1  # RTC seconds bartoggle keeps vram mapped before re-creating it (busy polling)
+BEGIN, END = "lab-json-begin", "lab-json-end"
+
+
+def hostile_run(image: Path) -> dict[str, Any]:
+    """The hostile guest under a guarded QEMU: wait until no slot changed for QUIET_S."""
+    with guarded_host(Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))) as host:
+        domain = host.plan(Mode.ENFORCE)
+        started = time.monotonic()
+        qemu = subprocess.Popen(
+            host.wrapper_argv(domain, "-m", "128", "-device", "virtio-vga,id=video0",
+                              *ISA_EXIT, "-bios", str(image)),
+            env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        counts, since = None, time.monotonic()
+        try:
+            while time.monotonic() < started + GUARDED_TIMEOUT_S and qemu.poll() is None:
+                journal = read_journal(host, domain)
+                if journal is None or journal["counts"] != counts:
+                    counts, since = (journal or {}).get("counts"), time.monotonic()
+                elif time.monotonic() - since >= QUIET_S:
+                    break
+                time.sleep(0.5)
+            status = ncdma_status(host, domain, started + GUARDED_TIMEOUT_S)
+            running = qemu.poll() is None
+        finally:
+            if qemu.poll() is None:
+                qemu.terminate()
+            _, stderr = qemu.communicate(timeout=30)
+        return {"running": running, "exit": qemu.returncode,
+                "stderr": stderr.decode(errors="replace")[-4000:],
+                "journal": read_journal(host, domain), "status": status,
+                "log": host.log()[-6000:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scenario and print its report between the markers."""
+    parser = argparse.ArgumentParser(prog="python -m lab.intel.inside", description=__doc__)
+    parser.add_argument("scenario", choices=("guarded", "hostile"))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    if args.scenario == "guarded":
+        work = Path(tempfile.mkdtemp(prefix="lab-intel-", dir="/tmp"))
+        report = guarded_vram_run(work, GUESTS_DIR / "bartoggle.bin", TOGGLES)
+    else:
+        report = hostile_run(GUESTS_DIR / "hostile.bin")
+    report["seconds"] = round(time.monotonic() - started, 1)
+    print(BEGIN, json.dumps(report), END, sep="\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
