@@ -31,7 +31,7 @@ INTEL_CACHE = CACHE_DIR / "intel"
 QEMU = Path("/usr/bin/qemu-system-x86_64")
 EPTPROBE = "/bin/eptprobe"
 # The guests the guarded runs use, with their build symbols (lab/intel/inside.py runs them).
-GUESTS = {"bartoggle": {"TOGGLES": TOGGLES, "HOLD": HOLD}, "hostile": {"STAY": 1},
+GUESTS = {"bartoggle": {"TOGGLES": TOGGLES, "HOLD": HOLD}, "hostile": {"STAY": 0},
           "portio": {"COUNT": 10}}
 # The files a QEMU run opens that are not its libraries: modules, option ROMs.
 _OPENED = re.compile(r'openat\(AT_FDCWD, "(/usr/[^"]+)"')
