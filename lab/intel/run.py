@@ -1,13 +1,12 @@
 """One Bochs boot of a lab kernel, and what its console says, step by step.
 
 Steps a run can be asked for (``--steps``) besides the defaults: ``qemu-plain`` (QEMU
-without ncdma running portio, EPT trace on), ``guarded`` (bartoggle under a guarded QEMU,
-EPT trace on) and ``hostile`` (the hostile guest under a guarded QEMU). The guarded ones
-need CONFIG_KCMP in the kernels (the guard service checks the wrapper's listener with
-kcmp() since cbdf12d; lab.config lacks it), see the README.
+without ncdma running portio, EPT trace on) and ``guarded`` (bartoggle under a guarded
+QEMU, EPT trace on; the nested guest's final halt stalls the Bochs guest, see the README).
 
 Which steps each kernel runs (init.sh runs them in order):
-- patched: ``ncdma check``, the quirk mask, EPT entries of a plain and a flagged VM;
+- patched: ``ncdma check``, the quirk mask, EPT entries of a plain and a flagged VM, the
+  hostile guest under a guarded QEMU;
 - stock: ``ncdma check``, EPT entries of a plain VM, the flag refused;
 - 6.12: ``ncdma check``, the quirk mask, EPT entries of a plain VM, of one whose quirk
   was disabled, the flag refused.
@@ -29,7 +28,7 @@ from lab.intel.pyclosure import REPO
 from lab.kernel.recipe import Recipe, Variant
 
 STEPS = {
-    Variant.PATCHED: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag"),
+    Variant.PATCHED: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "hostile"),
     Variant.STOCK: ("cpuinfo", "check", "ept-plain", "ept-flag"),
     Variant.UPSTREAM: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "ept-quirk-off"),
 }

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lab.errors import LabError
+from lab.guests.build import exit_code
 from lab.intel.run import IntelRun, Step, run_intel
 from lab.kernel.build import source_version
 from lab.kernel.inside import FLAG
@@ -183,3 +184,15 @@ def test_6_12_with_the_quirk_disabled_lets_the_guest_pat_decide_for_all_ram(
 def test_6_1_cannot_disable_the_quirk(patched: IntelRun) -> None:
     mask = int(step(patched, "quirks").probe()["quirks2"], 16)
     assert not mask & QUIRK_IGNORE_GUEST_PAT
+
+
+# --- the guard in enforce mode with the real flag, QEMU 7.2 under kvm_intel -----------------
+
+def test_a_hostile_guest_gets_nothing_flagged(patched: IntelRun) -> None:
+    report: dict[str, Any] = step(patched, "hostile").document()
+    # the guest (vram BAR over its RAM) ran to its end under the guard: QEMU exits with its status
+    assert report["exit"] == exit_code("STATUS_HOSTILE_DONE"), report["stderr"]
+    journal = report["journal"]
+    assert journal["mode"] == "enforce", journal
+    assert journal["slots"] and not any(slot["flag_set"] for slot in journal["slots"]), journal
+    assert journal["counts"].get("tag", 0) == 0, journal["counts"]
