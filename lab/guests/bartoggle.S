@@ -80,30 +80,7 @@ start:
         .endif
 
         .if HOLD
-        .set CMOS_INDEX_PORT, 0x70
-        .set CMOS_DATA_PORT, 0x71
-
-/* rtc_wait: return once the RTC's seconds register changed EDI times (EDI - 1 to EDI seconds
- * of real time, however slowly the guest runs). Clobbers EAX, ECX, DX, EDI. */
-rtc_wait:
-        call rtc_seconds
-        mov %al, %cl
-1:      call rtc_seconds
-        cmp %al, %cl
-        je 1b
-        mov %al, %cl
-        dec %edi
-        jnz 1b
-        ret
-
-/* rtc_seconds: AL = CMOS register 0 (the RTC's seconds). Clobbers DX. */
-rtc_seconds:
-        mov $CMOS_INDEX_PORT, %dx
-        xor %al, %al
-        outb %al, %dx
-        mov $CMOS_DATA_PORT, %dx
-        inb %dx, %al
-        ret
+        .include "rtc.inc"
         .endif
 
         .include "pci.inc"
