@@ -8,7 +8,9 @@
  * can read the journal. Build symbols: BAR_ADDR (0xe0000000), INTRUDER_ID (device << 16 |
  * vendor; 0x00051b36 pci-testdev), INTRUDER_REG (0x30), INTRUDER_64 (0; 1: a 64-bit BAR, its
  * high dword is set to 0), INTRUDER_AT (BAR_ADDR + 4 MiB), OUTSIDE (0xd0000000), MOVES (0),
- * WAIT (2). Exits only with STATUS_NOT_FOUND or STATUS_BAD_BAR. */
+ * WAIT (2), HOSTMEM_ADDR (0; else the address of virtio-vga's 64-bit hostmem BAR 4, below
+ * 4 GiB and aligned to its size: put INTRUDER_AT inside it to intrude there).
+ * Exits only with STATUS_NOT_FOUND or STATUS_BAD_BAR. */
         .include "guest.inc"
 
         .ifndef BAR_ADDR
@@ -35,6 +37,10 @@
         .ifndef WAIT
         .set WAIT, 2
         .endif
+        .ifndef HOSTMEM_ADDR
+        .set HOSTMEM_ADDR, 0
+        .endif
+        .set PCI_BAR4, 0x20
         .if INTRUDER_REG == 0x30
         .set ENABLE, 1                  /* an expansion ROM decodes only with bit 0 set */
         .else
@@ -45,10 +51,20 @@ start:
         guest_setup
         mov $BAR_ADDR, %esi
         call place_vram                 /* EBX = virtio-vga */
+        .if HOSTMEM_ADDR
+        mov $PCI_BAR4, %ecx
+        call pci_select
+        mov $HOSTMEM_ADDR, %eax
+        outl %eax, %dx                  /* hostmem BAR 4: low dword ... */
+        mov $PCI_BAR4 + 4, %ecx
+        call pci_select
+        xor %eax, %eax
+        outl %eax, %dx                  /* ... and high dword */
+        .endif
         mov $PCI_COMMAND, %ecx
         call pci_select
         mov $PCI_COMMAND_MEMORY, %ax
-        outw %ax, %dx                   /* vram mapped at BAR_ADDR */
+        outw %ax, %dx                   /* vram mapped at BAR_ADDR (and hostmem's window) */
         mov $WAIT, %edi
         call rtc_wait
 
