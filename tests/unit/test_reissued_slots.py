@@ -13,19 +13,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ncdma import peer
-from ncdma.classify import classify
-from ncdma.journal import Journal, read_journal
-from ncdma.layout import BarWindow, GpuDevice, Layout, RamBlock
-from ncdma.memslot import Memslot
+from ncdma.migrate import peer
+from ncdma.guard.classify import classify
+from ncdma.store.journal import Journal, read_journal
+from ncdma.model.layout import BarWindow, GpuDevice, Layout, RamBlock
+from ncdma.kvm.memslot import Memslot
 from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, Strategy, decide
 from ncdma.migrate.source import gather_source
-from ncdma.plan import Plan
-from ncdma.policy import PolicyMode
+from ncdma.model.plan import Plan
+from ncdma.model.policy import PolicyMode
 from ncdma.settings import Settings
-from ncdma.state import GUARD_PID_FILE, write_plan
-from ncdma.verdict import Mode
+from ncdma.store.state import GUARD_PID_FILE, write_plan
+from ncdma.model.verdict import Mode
 
 REPO = Path(__file__).resolve().parents[2]
 UUID = "c1c1c1c1-0000-4000-8000-000000000001"

@@ -33,7 +33,7 @@ from ncdma.linux.peercred import command_line
 from ncdma.linux.slotmem import restore
 from ncdma.model.verdict import decide
 from ncdma.settings import Settings
-from ncdma.store.journal import read_journal
+from ncdma.store.journal import is_selected, read_journal
 from ncdma.store.status import domain_status, status_json
 from ncdma.virt.connect import libvirt_error
 
@@ -56,7 +56,7 @@ def preflight(settings: Settings) -> dict[str, Any]:
 
 def _tagged_slot(journal: dict[str, Any], gpa: int, size: int) -> dict[str, Any]:
     for slot in journal.get("slots", []):
-        if slot["gpa"] == gpa and slot["size"] == size and slot["action"] == "tag":
+        if slot["gpa"] == gpa and slot["size"] == size and is_selected(slot):
             return slot
     raise TransferError(f"the incoming domain has no tagged slot at {gpa:#x} of {size:#x} "
                         "bytes", "its guard did not tag the slot: see `ncdma status` and the "

@@ -34,6 +34,7 @@ from ncdma.migrate.source import gather_source
 from ncdma.migrate.summary import Summary
 from ncdma.settings import Settings
 from ncdma.store import capture
+from ncdma.store.journal import is_selected
 from ncdma.virt.connect import libvirt_error
 from ncdma.virt.domain import parse_domain, with_emulator
 
@@ -283,7 +284,7 @@ class Migration:
             entry["destination"] = {"action": slot["action"], "flag_set": slot["flag_set"]} \
                 if slot else None
             entry["destination_paused_at_verify"] = state == libvirt.VIR_DOMAIN_PAUSED
-            if decision.strategy is Strategy.COPY and (slot is None or slot["action"] != "tag"):
+            if decision.strategy is Strategy.COPY and (slot is None or not is_selected(slot)):
                 raise self._left_paused(f"the destination's guard has not tagged slot "
                                         f"{entry['gpa']:#x}")
         self.summary.notes.append(f"destination: guard "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ncdma.migrate.preflight import SourceFacts, TaggedSlot
 from ncdma.settings import Settings
-from ncdma.store.journal import read_journal
+from ncdma.store.journal import is_selected, read_journal
 from ncdma.store.state import guard_pid, read_plan
 from ncdma.virt.domain import parse_domain
 
@@ -22,7 +22,7 @@ def gather_source(settings: Settings, name: str, uuid: str, xml: str) -> SourceF
                                   "host: no tagged slot is known",))
     journal = read_journal(settings.domain_dir(uuid)) or {}
     tagged = tuple(TaggedSlot.from_journal(record) for record in journal.get("slots", [])
-                   if record["action"] == "tag")
+                   if is_selected(record))
     return SourceFacts(name, uuid, plan.migration, plan.requested.value, plan.require,
                        plan.mode.value, tagged, guard_pid(settings, plan) is not None,
                        bool(journal.get("capture_at_exit")), plan.reasons)

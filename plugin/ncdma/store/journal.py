@@ -136,6 +136,15 @@ class Journal:
                 self.slots[intent["slot"]] = SlotRecord(**intent["record"])
 
 
+SELECTED_ACTIONS = frozenset({Action.TAG.value, Action.KEEP.value})
+
+
+def is_selected(record: dict[str, Any]) -> bool:
+    """True for a journaled slot the guard selected: tagged when created ("tag") or re-issued
+    by QEMU with only its flags changed and the flag kept ("keep", enforce mode)."""
+    return record.get("action") in SELECTED_ACTIONS
+
+
 def read_journal(directory: Path) -> dict[str, Any] | None:
     """The saved journal of a domain, or None when no guard wrote one."""
     return read_json_object(directory / SLOTS_FILE)
