@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.timing import lab_up, runs_argument
 from lab.host import Host
 from lab.install import FLEET_WRAPPER, build_wheels, install_ncdma, uninstall_ncdma
-from tests.guests.build import build_guest, exit_code
+from lab.guests.build import build_guest, exit_code
 
 REPO = Path(__file__).parents[1]
 IN_HOST = "/var/lib/ncdma-bench"
@@ -35,9 +35,9 @@ STAND_IN_FLAG = 0x2
 def write_plan(host: Host, domain: str, mode: str) -> None:
     """The plan the hook writes, with the stand-in flag (forced past the hook's verdict)."""
     host.run(["/opt/ncdma/bin/python3", "-c",
-              "from ncdma.plan import Plan; from ncdma.policy import PolicyMode; "
-              "from ncdma.verdict import Mode; from ncdma.settings import load_settings; "
-              "from ncdma.state import write_plan; "
+              "from ncdma.model.plan import Plan; from ncdma.model.policy import PolicyMode; "
+              "from ncdma.model.verdict import Mode; from ncdma.settings import load_settings; "
+              "from ncdma.store.state import write_plan; "
               f"write_plan(load_settings(), Plan('bench-standin', '{domain}', PolicyMode.ENFORCE, "
               f"Mode('{mode}'), False, ('vram',), 'refuse', {STAND_IN_FLAG}, "
               "'/usr/bin/qemu-system-x86_64', ('video0',), ()))"], check=True)

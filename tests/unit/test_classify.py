@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings, strategies as st
 
 from ncdma.guard.classify import classify
 from ncdma.kvm.memslot import Memslot
-from ncdma.model.layout import BarWindow, GpuDevice, Layout, RamBlock
+from ncdma.model.layout import BarWindow, FlatRange, GpuDevice, Layout, RamBlock, learn_vram_hva
 from ncdma.model.slot import Action
 
 RAM_GPA, RAM_SIZE = 0, 128 << 20
@@ -49,9 +51,59 @@ def test_vram_window_holding_other_memory_is_left_alone() -> None:
     assert decision.action is Action.UNTOUCHED
 
 
-def test_without_host_addresses_vram_is_recognised_by_its_window() -> None:
-    assert classify(slot(VRAM_GPA, VRAM_SIZE, 0x1234000), layout(hvas=False), {"vram"},
+def test_without_host_addresses_the_vram_window_proves_nothing() -> None:
+    decision = classify(slot(VRAM_GPA, VRAM_SIZE, 0x1234000), layout(hvas=False), {"vram"}, {})
+    assert decision.action is Action.UNTOUCHED and "not known yet" in decision.reason
+
+
+def flat_layout(*ranges: FlatRange) -> Layout:
+    """A QEMU 7.2 layout whose flat view holds ``ranges``."""
+    return dataclasses.replace(layout(hvas=False), flat=ranges)
+
+
+def test_vram_host_address_is_learned_from_a_flat_range_and_a_slot_live_all_along() -> None:
+    vram_at = FlatRange(VRAM_GPA, 4 << 20, "vga.vram", "ram", 0, True)
+    rest = FlatRange(VRAM_GPA + (4 << 20) + 0x10000, (4 << 20) - 0x10000, "vga.vram", "ram",
+                     (4 << 20) + 0x10000, True)
+    rom = FlatRange(VRAM_GPA + (4 << 20), 0x10000, "pci-testdev.rom", "rom", 0, True)
+    live = [(VRAM_GPA, 4 << 20, VRAM_HVA), (rom.start, rom.size, 0x7E00_0000_0000),
+            (rest.start, rest.size, VRAM_HVA + rest.offset)]
+    found = flat_layout(vram_at, rom, rest)
+    assert learn_vram_hva(found, live) == VRAM_HVA
+    learned = found.with_vram_hva(VRAM_BLOCK.name, VRAM_HVA)
+    assert classify(slot(rest.start, rest.size, VRAM_HVA + rest.offset), learned, {"vram"},
                     {}).action is Action.TAG
+    # the ROM in the window is not vram's memory: left alone
+    rom_slot = slot(rom.start, rom.size, 0x7E00_0000_0000)
+    assert classify(rom_slot, learned, {"vram"}, {}).action is Action.UNTOUCHED
+
+
+def test_vram_host_address_is_not_learned_from_doubtful_evidence() -> None:
+    vram_at = FlatRange(VRAM_GPA, VRAM_SIZE, "vga.vram", "ram", 0, True)
+    # no slot live during the snapshot at that range; two slots that disagree
+    assert learn_vram_hva(flat_layout(vram_at), []) is None
+    other = FlatRange(0xA0000, 0x10000, "vga.vram", "ram", 0, True)
+    assert learn_vram_hva(flat_layout(vram_at, other), [(VRAM_GPA, VRAM_SIZE, VRAM_HVA),
+                                                        (0xA0000, 0x10000, 0x1000)]) is None
+    # a range not registered with KVM, or a QEMU that reports the address itself
+    assert learn_vram_hva(flat_layout(dataclasses.replace(vram_at, kvm=False)),
+                          [(VRAM_GPA, VRAM_SIZE, VRAM_HVA)]) is None
+    assert learn_vram_hva(dataclasses.replace(layout(), flat=(vram_at,)),
+                          [(VRAM_GPA, VRAM_SIZE, VRAM_HVA)]) is None
+
+
+def test_hostmem_window_holding_another_ramblock_is_left_alone() -> None:
+    rom = RamBlock("0000:00:10.0/pci-testdev.rom", 0x9000000, 0x10000, 0x10000,
+                   0x7E10_0000_0000)
+    found = dataclasses.replace(layout(), ramblocks=(*layout().ramblocks, rom))
+    decision = classify(slot(HOSTMEM_GPA + (16 << 20), 0x10000, rom.hva or 0), found,
+                        {"hostmem"}, {})
+    assert decision.action is Action.UNTOUCHED and rom.name in decision.reason
+
+
+def test_hostmem_needs_host_addresses() -> None:
+    blob = slot(HOSTMEM_GPA + (1 << 20), 2 << 20, 0x7E00_0000_0000)
+    assert classify(blob, layout(hvas=False), {"hostmem"}, {}).action is Action.UNTOUCHED
 
 
 def test_hostmem_blob_inside_the_window_is_tagged_only_when_selected() -> None:
@@ -107,10 +159,11 @@ def test_properties(request: Memslot, hvas: bool, bars, tagged) -> None:
     elif decision.action is Action.TAG:
         assert not _overlaps(request.gpa, request.size, RAM_GPA, RAM_SIZE), "tagged guest RAM"
         assert not (hvas and _overlaps(request.hva, request.size, RAM_HVA, RAM_SIZE))
-        in_vram = _overlaps(request.gpa, request.size, VRAM_GPA, VRAM_SIZE) or \
-            (hvas and VRAM_HVA <= request.hva and request.hva + request.size <= VRAM_HVA + VRAM_SIZE)
+        assert hvas, "without host addresses nothing is proven to be GPU memory"
+        in_vram = VRAM_HVA <= request.hva and request.hva + request.size <= VRAM_HVA + VRAM_SIZE
         in_hostmem = HOSTMEM_GPA <= request.gpa and \
-            request.gpa + request.size <= HOSTMEM_GPA + HOSTMEM_SIZE
+            request.gpa + request.size <= HOSTMEM_GPA + HOSTMEM_SIZE and \
+            not _overlaps(request.hva, request.size, VRAM_HVA, VRAM_SIZE)
         assert (in_vram and "vram" in bars) or (in_hostmem and "hostmem" in bars)
     else:
         assert decision.action is Action.UNTOUCHED

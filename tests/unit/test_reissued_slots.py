@@ -33,12 +33,13 @@ HOSTMEM = 0x380000000000
 BLOB = Memslot(9, 0, HOSTMEM + 0x100000, 0x200000, 0x7F1000000000)
 LOG_DIRTY_PAGES = 0x1
 STAND_IN_FLAG = 0x2
+VRAM = RamBlock("0000:00:02.0/vga.vram", 0x8000000, 0x800000, 0x800000, 0x7E00000000)
 LAYOUT = Layout(
     (10, 0, 0),
     (GpuDevice("video0", "virtio-vga", "/machine/peripheral/video0", "0000:00:02.0",
-               0x4000000, (BarWindow(4, HOSTMEM, 0x4000000, "hostmem", True, True),),
-               RamBlock("0000:00:02.0/vga.vram", 0x8000000, 0x800000, 0x800000, 0x7E00000000)),),
-    (), ((0x7F0000000000, 0x8000000),), ((0, 0x8000000),), 0.0)
+               0x4000000, (BarWindow(4, HOSTMEM, 0x4000000, "hostmem", True, True),), VRAM),),
+    (RamBlock("pc.ram", 0, 0x8000000, 0x8000000, 0x7F0000000000), VRAM),
+    ((0x7F0000000000, 0x8000000),), ((0, 0x8000000),), 0.0)
 OPTIONS = MigrateOptions("vm", "qemu+ssh://h2/system", live=True)
 READY = {"hook_installed": True, "guard_service": True, "wrapper": True, "mode": "enforce",
          "reasons": [], "aux_ram_share": True, "qemu": "10.0.13"}

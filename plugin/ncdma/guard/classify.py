@@ -19,26 +19,43 @@ from ncdma.model.layout import Layout
 from ncdma.model.slot import Action, Decision
 
 
-def selected_owner(slot: Memslot, layout: Layout, bars: Collection[str]) -> str | None:
-    """The virtio-gpu BAR memory selected by ``bars`` that holds the slot, described; or None.
+_NOT_SELECTED = "not virtio-gpu BAR memory selected by the policy"
 
-    vram is recognised by host address where QEMU reports one (>= 8.0): a slot can cover
-    only part of the BAR (a BAR straddling the end of RAM). Otherwise, and for hostmem
-    (blob mappings come and go inside the window), by the BAR's guest-physical window.
+
+def _selected(slot: Memslot, layout: Layout, bars: Collection[str]) -> Decision:
+    """TAG with the owner when the slot's host memory is memory the policy selects, else
+    UNTOUCHED with the reason.
+
+    By host address only: vram when the slot lies inside a GPU's vram RAMBlock (QEMU >= 8.0
+    reports its host address; older QEMU once the guard has learned it from the flat view);
+    hostmem when the slot lies in a GPU's hostmem window and its host memory is none of the
+    VM's other RAMBlocks (an option ROM, RAM or another device's BAR moved there by the
+    guest). A BAR's guest-physical window alone proves nothing: the guest moves BARs.
     """
     if "vram" in bars:
         for gpu in layout.gpus:
             if gpu.vram is not None and gpu.vram.holds(slot.hva, slot.size):
-                return f"{gpu.qdev_id or gpu.qom_path} vram ({gpu.vram.name})"
+                return Decision(Action.TAG, "virtio-gpu vram selected by the policy",
+                                f"{gpu.qdev_id or gpu.qom_path} vram ({gpu.vram.name})")
     found = layout.gpu_bar_at(slot.gpa, slot.size)
-    if found is None:
-        return None
+    if found is None or found[1].kind not in bars:
+        return Decision(Action.UNTOUCHED, _NOT_SELECTED)
     gpu, bar = found
-    if bar.kind not in bars:
-        return None
-    if bar.kind == "vram" and gpu.vram is not None and gpu.vram.hva is not None:
-        return None  # the vram window, but not the vram's memory: something else is there
-    return f"{gpu.qdev_id or gpu.qom_path} BAR {bar.bar} ({bar.kind})"
+    if bar.kind == "vram":
+        reason = "in the vram BAR's window, but not vram's host memory" if \
+            gpu.vram is not None and gpu.vram.hva is not None else \
+            "in the vram BAR's window, but vram's host address is not known yet (QEMU < 8.0: " \
+            "learned from the flat view once a vram slot exists)"
+        return Decision(Action.UNTOUCHED, reason)
+    if not layout.host_addresses:
+        return Decision(Action.UNTOUCHED, "QEMU < 8.0 reports no host addresses: hostmem "
+                                          "memory cannot be told from other memory")
+    other = layout.ramblock_meeting(slot.hva, slot.size)
+    if other is not None:
+        return Decision(Action.UNTOUCHED, f"in the {bar.kind} BAR's window, but its memory is "
+                                          f"RAMBlock {other.name}", other.name)
+    return Decision(Action.TAG, "virtio-gpu hostmem mapping selected by the policy",
+                    f"{gpu.qdev_id or gpu.qom_path} BAR {bar.bar} ({bar.kind})")
 
 
 def classify(slot: Memslot, layout: Layout | None, bars: Collection[str],
@@ -53,7 +70,4 @@ def classify(slot: Memslot, layout: Layout | None, bars: Collection[str],
         return Decision(Action.UNTOUCHED, "VM layout not known yet (QMP not ready)")
     if layout.overlaps_system_ram(slot.gpa, slot.size, slot.hva):
         return Decision(Action.UNTOUCHED, "guest system RAM is never tagged", "system RAM")
-    owner = selected_owner(slot, layout, bars)
-    if owner is None:
-        return Decision(Action.UNTOUCHED, "not virtio-gpu BAR memory selected by the policy")
-    return Decision(Action.TAG, "virtio-gpu BAR memory selected by the policy", owner)
+    return _selected(slot, layout, bars)

@@ -42,7 +42,7 @@ from ncdma.linux import seccomp, syscalls
 from ncdma.linux.peercred import is_thread_of
 from ncdma.linux.pidfd import alive, pidfd_open
 from ncdma.linux.procfs import exiting
-from ncdma.model.layout import FlatRange, Layout
+from ncdma.model.layout import FlatRange, Layout, learn_vram_hva
 from ncdma.model.plan import Plan
 from ncdma.model.slot import Action, Decision
 from ncdma.model.verdict import Mode
@@ -143,6 +143,8 @@ class Guard:
         self.memory: ProcessMemory | None = None
         self.pending = os.open(directory / PENDING_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                                0o600)
+        self.created: dict[int, float] = {}  # slot id -> when its current memory was mapped
+        self.vram_hva: int | None = None  # learned from the flat view (QEMU < 8.0)
         self.latencies_us: deque[float] = deque(maxlen=_LATENCIES_KEPT)
         self.latency_summarised = 0.0
         self.summary_stale = False
@@ -154,10 +156,30 @@ class Guard:
             self.memory = ProcessMemory(self.qemu_pid)
         return self.memory
 
+    def layout(self) -> Layout | None:
+        """The latest snapshot, with vram's host address filled in once it is proven.
+
+        QEMU < 8.0 does not report it: it is learned from a snapshot of the flat view
+        against the slots that existed during the whole snapshot (:func:`learn_vram_hva`).
+        """
+        layout = self.watcher.layout if self.watcher else None
+        if layout is None or layout.host_addresses:
+            return layout
+        if self.vram_hva is None:
+            live = [(r.gpa, r.size, r.hva) for slot, r in self.journal.slots.items()
+                    if self.created.get(slot, layout.taken_at) < layout.taken_at]
+            self.vram_hva = learn_vram_hva(layout, live)
+            if self.vram_hva is not None:
+                self.log.info("guard %s: vram's host address is %#x (learned from the flat "
+                              "view)", self.plan.domain, self.vram_hva)
+        vram = next((b.name for b in layout.ramblocks if b.name.endswith("/vga.vram")), None)
+        if self.vram_hva is None or vram is None:
+            return layout
+        return layout.with_vram_hva(vram, self.vram_hva)
+
     def decide(self, request: Memslot) -> Decision:
         """The classifier's decision with what is known right now."""
-        layout = self.watcher.layout if self.watcher else None
-        return classify(request, layout, self.bars, self.journal.tagged)
+        return classify(request, self.layout(), self.bars, self.journal.tagged)
 
     def handle(self, note: seccomp.Notification, received: float) -> None:
         """Answer one notification; always answers, whatever fails.
@@ -194,6 +216,7 @@ class Guard:
                                                     f"{self.plan.flag:#x} stripped")
             decision, flag_set = self._write_ahead(request, decision)
             self.journal.record(request, decision, flag_set)
+            self._track_mapping(request, decision, previous)
             flags = request.flags | self.plan.flag if flag_set else request.flags
             if flags != asked.flags:
                 self._memory().write_flags(note.args[2], flags)
@@ -206,6 +229,15 @@ class Guard:
         if request is not None and decision is not None:
             self._fault_point(decision, previous)
             self._journal(request, decision, flag_set)
+
+    def _track_mapping(self, request: Memslot, decision: Decision,
+                       previous: SlotRecord | None) -> None:
+        """Remember when each live slot's memory was mapped (for :meth:`layout`)."""
+        if decision.action is Action.DELETE:
+            self.created.pop(request.slot, None)
+        elif previous is None or (previous.gpa, previous.size, previous.hva) != \
+                (request.gpa, request.size, request.hva):
+            self.created[request.slot] = time.monotonic()
 
     def _write_ahead(self, request: Memslot, decision: Decision) -> tuple[Decision, bool]:
         """The decision as the journal could record it before the answer, and the flag.

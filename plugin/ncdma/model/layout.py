@@ -192,6 +192,27 @@ class Layout:
     system_ram_hva: tuple[tuple[int, int], ...]
     system_ram_gpa: tuple[tuple[int, int], ...]
     taken_at: float
+    flat: tuple[FlatRange, ...] = ()
+
+    @property
+    def host_addresses(self) -> bool:
+        """True if QEMU reports RAMBlock host addresses (>= 8.0)."""
+        return any(block.hva is not None for block in self.ramblocks)
+
+    def ramblock_meeting(self, hva: int, size: int) -> RamBlock | None:
+        """A RAMBlock whose host memory meets [hva, hva+size), or None (always None without
+        HVAs)."""
+        for block in self.ramblocks:
+            if block.hva is not None and _overlaps(hva, hva + size, ((block.hva, block.max_length),)):
+                return block
+        return None
+
+    def with_vram_hva(self, name: str, hva: int) -> Layout:
+        """This layout with the host address of vram RAMBlock ``name`` filled in."""
+        def known(block: RamBlock | None) -> RamBlock | None:
+            return replace(block, hva=hva) if block is not None and block.name == name else block
+        return replace(self, ramblocks=tuple(known(b) or b for b in self.ramblocks),
+                       gpus=tuple(replace(gpu, vram=known(gpu.vram)) for gpu in self.gpus))
 
     def owner_of(self, hva: int, size: int) -> RamBlock | None:
         """The RAMBlock whose host memory holds [hva, hva+size), or None (always None
@@ -392,4 +413,24 @@ def build_layout(version: tuple[int, int, int], gpus: Iterable[QomGpu],
         qemu_version=version, gpus=tuple(devices), ramblocks=tuple(ramblocks),
         system_ram_hva=tuple((b.hva, b.max_length) for b in ram_blocks if b.hva is not None),
         system_ram_gpa=tuple((r.start, r.size) for r in flat if r.name in ram_names),
-        taken_at=taken_at)
+        taken_at=taken_at, flat=tuple(flat))
+
+
+def learn_vram_hva(layout: Layout, live: Iterable[tuple[int, int, int]]) -> int | None:
+    """vram's host address where QEMU does not report it (< 8.0), proven by the flat view.
+
+    ``live`` are (gpa, size, hva) of the memslots that existed for the whole time the
+    snapshot was taken (created before it began, not deleted or changed since). A flat range
+    of vram registered with KVM is exactly such a slot's memory, at the range's offset into
+    vram: the slot's host address minus that offset is vram's. Only with one vga.vram
+    RAMBlock in the VM (flat ranges name the region, not the device), and only when every
+    such range agrees; else None.
+    """
+    blocks = [block for block in layout.ramblocks if block.name.endswith("/vga.vram")]
+    if len(blocks) != 1 or blocks[0].hva is not None:
+        return None
+    region = blocks[0].name.rpartition("/")[2]
+    slots = {(gpa, size): hva for gpa, size, hva in live}
+    bases = {slots[r.start, r.size] - r.offset for r in layout.flat
+             if r.name == region and r.kvm and (r.start, r.size) in slots}
+    return bases.pop() if len(bases) == 1 else None
