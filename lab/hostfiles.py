@@ -56,6 +56,9 @@ def populate(spec: HostSpec, upper: Path, lower: Path, known_hosts: str) -> None
     lab_key = config.LAB_KEY
     files = {
         "etc/hostname": (f"{spec.name}\n", 0o644),
+        # ncdma honors its lab-only stand-in flag only where this marker is (ncdma.standin)
+        "etc/ncdma-lab-host": (f"ncdma lab host {spec.name}: written by lab/hostfiles.py\n",
+                               0o644),
         "etc/hosts": (etc_hosts(), 0o644),
         "etc/libvirt/libvirtd.conf": (libvirtd_conf(spec), 0o644),
         "etc/libvirt/qemu.conf": (qemu_conf(spec), 0o600),

@@ -26,13 +26,16 @@ def build_wheels(repo: Path, directory: Path, python: str = sys.executable) -> N
                    stderr=subprocess.DEVNULL)
 
 
-def install_ncdma(host: Host, wheels: Path, prefix: str = "/opt/ncdma") -> None:
-    """Run scripts/install-host inside ``host`` from ``wheels``; libvirtd is reloaded."""
+def install_ncdma(host: Host, wheels: Path, prefix: str = "/opt/ncdma",
+                  stand_in: bool = False) -> None:
+    """Run scripts/install-host inside ``host`` from ``wheels``; libvirtd is reloaded.
+    ``stand_in``: enforce mode with the lab's stand-in flag (install-host --lab-stand-in)."""
     target = host.root_path / _WHEELS_IN_HOST.lstrip("/")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(wheels, target)
     done = host.run(["/srv/ncdma/scripts/install-host", "--prefix", prefix,
-                     "--wheels", _WHEELS_IN_HOST], timeout=300)
+                     "--wheels", _WHEELS_IN_HOST, *(["--lab-stand-in"] if stand_in else [])],
+                    timeout=300)
     if done.returncode != 0:
         raise LabError(f"installing ncdma on {host.name} failed: {done.stderr.strip()}")
     host.reload_libvirtd()

@@ -10,11 +10,12 @@ The package is layered; from the top:
   :mod:`ncdma.virt` (libvirt and domain XML), :mod:`ncdma.store` (the state directory);
 - core: :mod:`ncdma.model` (policy, verdict, plan, slot, layout), then :mod:`ncdma.kvm`
   (KVM's ioctl ABI), then :mod:`ncdma.linux` (seccomp, procfs, shared mappings, cache flush);
-- base: :mod:`ncdma.logs`, then :mod:`ncdma.settings`, then :mod:`ncdma.errors`.
+- base: :mod:`ncdma.logs`, then :mod:`ncdma.settings`, then :mod:`ncdma.standin` (the lab's
+  stand-in flag), then :mod:`ncdma.errors`.
 
 Import rule: a module imports only from its own subpackage or from a layer below it, where
 the subpackages of one layer never import each other and core and base are ordered as
-listed (model over kvm over linux; logs over settings over errors).
+listed (model over kvm over linux; logs over settings over standin over errors).
 
 lab/, bench/ and tests/ may import ncdma; tests/ and bench/ may import lab/; nothing
 imports tests/. tests/unit/test_imports.py checks all of it.

@@ -19,6 +19,9 @@ The file is INI, one section ``[ncdma]``; every key is optional::
     # the group libvirt runs QEMU with (qemu.conf's group): the only one, besides root,
     # that may connect to the guard service's socket (root only when it does not exist)
     qemu_group = libvirt-qemu
+    # THE LAB ONLY: enforce mode with KVM_MEM_READONLY (0x2) in place of the flag, whatever
+    # the CPU (see ncdma.standin); refused on a host without the lab's marker file
+    lab_stand_in = no
 
 The environment variable NCDMA_CONFIG names another file (tests, several installs).
 """
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ncdma.errors import ConfigError, UsageError
+from ncdma.standin import LAB_MARKER, STAND_IN_FLAG, is_lab_host
 
 DEFAULT_PATH = Path("/etc/ncdma/ncdma.conf")
 
@@ -59,6 +63,7 @@ class Settings:
     qemu: Path = Path("/usr/bin/qemu-system-x86_64")
     qemu_group: str = "libvirt-qemu"
     source: Path | None = None
+    stand_in: bool = False  # lab_stand_in: ``flag`` is then ncdma.standin.STAND_IN_FLAG
 
     def domain_dir(self, uuid: str) -> Path:
         """The state directory of one domain: plan, journal, guard pid, QMP socket."""
@@ -93,7 +98,7 @@ def _absolute(path: Path, key: str, value: str) -> Path:
 def _parse(path: Path, values: dict[str, str]) -> Settings:
     defaults = Settings()
     known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu",
-             "qemu_group"}
+             "qemu_group", "lab_stand_in"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
@@ -117,8 +122,9 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
     if syslog not in ("yes", "no"):
         raise _bad(path, "syslog", syslog, "yes or no")
     log_file = values.get("log_file")
+    stand_in = _stand_in(path, values)
     return Settings(
-        flag=flag,
+        flag=STAND_IN_FLAG if stand_in else flag,
         state_dir=_absolute(path, "state_dir", values["state_dir"])
         if "state_dir" in values else defaults.state_dir,
         log_file=(None if log_file == "" else _absolute(path, "log_file", log_file))
@@ -130,7 +136,26 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
         qemu=_absolute(path, "qemu", values["qemu"]) if "qemu" in values else defaults.qemu,
         qemu_group=values.get("qemu_group", defaults.qemu_group),
         source=path,
+        stand_in=stand_in,
     )
+
+
+def _stand_in(path: Path, values: dict[str, str]) -> bool:
+    """lab_stand_in: yes only on a lab host, and never together with a flag value."""
+    value = values.get("lab_stand_in", "no")
+    if value not in ("yes", "no"):
+        raise _bad(path, "lab_stand_in", value, "yes or no")
+    if value == "no":
+        return False
+    if not is_lab_host():
+        raise ConfigError(f"{path}: lab_stand_in = yes is for ncdma's lab only, and this host "
+                          f"is not a lab host (no {LAB_MARKER})",
+                          f"remove lab_stand_in from {path}")
+    if "flag" in values:
+        raise ConfigError(f"{path}: lab_stand_in = yes and flag = {values['flag']} exclude "
+                          f"each other (the stand-in flag is {STAND_IN_FLAG:#x})",
+                          f"remove flag from {path}")
+    return True
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -144,7 +169,7 @@ def load_settings(path: Path | None = None) -> Settings:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except FileNotFoundError:
-        return Settings()
+        return Settings(source=path)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions", path) from None
     except configparser.Error as err:

@@ -23,7 +23,7 @@ RANKS: dict[str, float] = {
     "ncdma.guard": 5, "ncdma.migrate": 5,
     "ncdma.host": 4, "ncdma.qmp": 4, "ncdma.virt": 4, "ncdma.store": 4,
     "ncdma.model": 3.2, "ncdma.kvm": 3.1, "ncdma.linux": 3.0,
-    "ncdma.logs": 1.2, "ncdma.settings": 1.1, "ncdma.errors": 1.0,
+    "ncdma.logs": 1.2, "ncdma.settings": 1.1, "ncdma.standin": 1.05, "ncdma.errors": 1.0,
     "ncdma": 0,  # the package itself: __version__
 }
 # Top folders (by their first module name) and the folders each may import.

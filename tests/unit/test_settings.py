@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ncdma import standin
 from ncdma.errors import ConfigError
 from ncdma.settings import Settings, load_settings
 
@@ -17,7 +18,24 @@ def _load(tmp_path: Path, text: str) -> Settings:
 
 
 def test_missing_file_means_defaults(tmp_path) -> None:
-    assert load_settings(tmp_path / "absent.conf") == Settings()
+    assert load_settings(tmp_path / "absent.conf") == Settings(source=tmp_path / "absent.conf")
+
+
+def test_the_lab_stand_in_is_refused_outside_the_lab(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="lab_stand_in = yes is for ncdma's lab only") as err:
+        _load(tmp_path, "[ncdma]\nlab_stand_in = yes\n")
+    assert "remove lab_stand_in" in err.value.hint
+
+
+def test_the_lab_stand_in_on_a_lab_host(tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "ncdma-lab-host"
+    marker.write_text("lab\n")
+    monkeypatch.setattr(standin, "LAB_MARKER", marker)
+    settings = _load(tmp_path, "[ncdma]\nlab_stand_in = yes\n")
+    assert (settings.stand_in, settings.flag) == (True, 0x2)
+    assert not _load(tmp_path, "[ncdma]\nlab_stand_in = no\n").stand_in
+    with pytest.raises(ConfigError, match="exclude each other"):
+        _load(tmp_path, "[ncdma]\nlab_stand_in = yes\nflag = 0x8\n")
 
 
 def test_every_key(tmp_path) -> None:

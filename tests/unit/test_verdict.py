@@ -12,6 +12,23 @@ from ncdma.model.verdict import Mode, decide
 from tests.unit.hostreports import AMD, INTEL_EPT, PATCHED_INTEL, UNPATCHED_AMD, kernel_probe, variant
 
 
+def test_the_lab_stand_in_lifts_the_cpu_gate_on_a_lab_host_only() -> None:
+    lab = dataclasses.replace(UNPATCHED_AMD, probe=kernel_probe(flag=0x2), lab_host=True)
+    verdict = decide(lab, stand_in=True)
+    assert verdict.mode is Mode.ENFORCE and verdict.stand_in and not verdict.reasons
+    assert any("lab stand-in flag 0x2" in note for note in verdict.notes)
+    assert decide(lab).mode is Mode.AUDIT  # without the setting: the CPU gate holds
+
+
+@pytest.mark.parametrize("report", [PATCHED_INTEL, UNPATCHED_AMD,
+                                    variant(probe=kernel_probe(flag=0x2))])
+def test_no_real_hosts_verdict_becomes_enforce_through_the_stand_in(report) -> None:
+    # a real host (no lab marker), even with a probe that asked for 0x2 and got it
+    verdict = decide(dataclasses.replace(report, probe=kernel_probe(flag=0x2)), stand_in=True)
+    assert verdict.mode is not Mode.ENFORCE and not verdict.stand_in
+    assert "not a lab host" in verdict.reasons[0]
+
+
 def test_patched_intel_host_can_enforce() -> None:
     verdict = decide(PATCHED_INTEL)
     assert verdict.mode is Mode.ENFORCE

@@ -7,6 +7,7 @@ from typing import Any
 
 from ncdma.model.hostreport import HostReport
 from ncdma.model.verdict import Mode, Verdict
+from ncdma.standin import label
 
 SCHEMA_VERSION = 1
 
@@ -15,6 +16,13 @@ _MODE_TEXT = {
     Mode.AUDIT: "audit only (memslots are journaled, never tagged)",
     Mode.NONE: "none (VMs cannot be guarded on this host)",
 }
+
+
+def _mode_text(report: HostReport, verdict: Verdict) -> str:
+    if verdict.stand_in and report.probe is not None:
+        return (f"enforce with the {label(report.probe.flag)} (KVM_MEM_READONLY set on "
+                f"virtio-gpu BAR memslots in place of the flag: the lab only)")
+    return _MODE_TEXT[verdict.mode]
 
 
 def _yes_no(value: bool) -> str:
@@ -34,6 +42,7 @@ def check_json(report: HostReport, verdict: Verdict) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "mode": verdict.mode.value,
         "enforce_possible": verdict.mode is Mode.ENFORCE,
+        "stand_in_flag": report.probe.flag if verdict.stand_in and report.probe else None,
         "reasons": list(verdict.reasons),
         "notes": list(verdict.notes),
         "host": host,
@@ -67,7 +76,7 @@ def check_text(report: HostReport, verdict: Verdict) -> str:
         ("libvirt", report.libvirt_version or "not installed"),
     ]
     lines = [f"ncdma check on {report.hostname} (Linux {report.kernel}, {report.arch})",
-             f"mode: {_MODE_TEXT[verdict.mode]}"]
+             f"mode: {_mode_text(report, verdict)}"]
     if verdict.reasons:
         better = "enforce" if verdict.mode is Mode.AUDIT else "audit or enforce"
         lines.append(f"why not {better}:")

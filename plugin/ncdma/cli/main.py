@@ -42,8 +42,10 @@ def _flag_argument(text: str) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """``ncdma check``: probe the host and print the verdict."""
-    report = gather_host_report(args.flag, args.device, qemu_and_libvirt_versions())
-    verdict = decide(report)
+    settings = load_settings() if args.flag is None else None
+    flag = settings.flag if settings is not None else args.flag
+    report = gather_host_report(flag, args.device, qemu_and_libvirt_versions())
+    verdict = decide(report, settings is not None and settings.stand_in)
     if args.json:
         print(json.dumps(check_json(report, verdict), indent=2))
     else:
@@ -172,9 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
         epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
     check.add_argument("--json", action="store_true", help="print one JSON document")
-    check.add_argument("--flag", type=_flag_argument, default=DEFAULT_NON_COHERENT_DMA_FLAG,
-                       metavar="VALUE",
-                       help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default 0x8)")
+    check.add_argument("--flag", type=_flag_argument, default=None, metavar="VALUE",
+                       help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default: "
+                            f"ncdma.conf's flag, else {DEFAULT_NON_COHERENT_DMA_FLAG:#x}; on a lab "
+                            "host with lab_stand_in = yes, the lab's stand-in flag)")
     check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
                        help=f"the KVM device node (default {DEFAULT_DEVICE})")
     check.set_defaults(handler=run_check)

@@ -9,7 +9,7 @@ def status_text(status: DomainStatus) -> str:
     """The human view of `ncdma status`."""
     plan = status.plan
     lines = [f"{plan.domain} ({plan.uuid})",
-             f"mode: {plan.mode.value} (requested {plan.requested.value}, "
+             f"mode: {plan.mode_text} (requested {plan.requested.value}, "
              f"require {'yes' if plan.require else 'no'}, bars {','.join(plan.bars)}, "
              f"flag {plan.flag:#x})"]
     lines.extend(f"  why: {reason}" for reason in plan.reasons)

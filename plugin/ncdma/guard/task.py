@@ -208,10 +208,13 @@ class Guard:
             os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
                                                   self._is_v2(note)), 0)
             asked = self._memory().read_region(note.args[2], self._is_v2(note))
-            request = replace(asked, flags=asked.flags & ~self.plan.flag)
+            # QEMU's own use of the flag is stripped; the lab's stand-in (KVM_MEM_READONLY) is
+            # QEMU's own flag for ROMs, and stays QEMU's
+            own = 0 if self.plan.stand_in else self.plan.flag
+            request = replace(asked, flags=asked.flags & ~own)
             previous = self.journal.slots.get(request.slot)
             decision = self.decide(request)
-            if asked.flags & self.plan.flag and not (decision.wants_flag and self.enforce):
+            if asked.flags & own and not (decision.wants_flag and self.enforce):
                 decision = replace(decision, reason=f"{decision.reason}; QEMU's own flag "
                                                     f"{self.plan.flag:#x} stripped")
             decision, flag_set = self._write_ahead(request, decision)
@@ -427,7 +430,7 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger,
         guard.take_over()
     watcher.start()
     log.info("guard %s: serving QEMU %d in %s mode (flag %#x, bars %s)%s", plan.domain,
-             task.qemu_pid, plan.mode.value, plan.flag, ",".join(plan.bars),
+             task.qemu_pid, plan.mode_text, plan.flag, ",".join(plan.bars),
              " after taking over" if task.recovering else "")
     guard.serve()
     return 0

@@ -25,7 +25,7 @@ RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"
 
 
 def _host_verdict(settings: Settings) -> Verdict:
-    return decide(gather_host_report(settings.flag))
+    return decide(gather_host_report(settings.flag), settings.stand_in)
 
 
 def _state_key(domain: Domain) -> str:
@@ -62,7 +62,7 @@ def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
 
 def _log_plan(log: logging.Logger, plan: Plan, what: str) -> None:
     level = logging.INFO if plan.mode.value == plan.requested.value else logging.WARNING
-    log.log(level, "%s: mode %s (requested %s), devices %s; %s%s", plan.domain, plan.mode.value,
+    log.log(level, "%s: mode %s (requested %s), devices %s; %s%s", plan.domain, plan.mode_text,
             plan.requested.value, ",".join(plan.devices) or "none", what,
             "".join(f"; {reason}" for reason in plan.reasons))
 
@@ -85,7 +85,7 @@ def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
         return HookOutcome()
     pid = guard_pid(settings, plan)
     if pid is not None:
-        log.info("%s: guard %d attached, %s mode", domain.name, pid, plan.mode.value)
+        log.info("%s: guard %d attached, %s mode", domain.name, pid, plan.mode_text)
         return HookOutcome()
     missing = f"ncdma: {domain.name} runs without its memslot guard (see the ncdma log)"
     if plan.require:

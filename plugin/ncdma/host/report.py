@@ -13,6 +13,7 @@ from ncdma.host.cpu import loaded_kvm_modules, read_cpu
 from ncdma.kvm.device import DEFAULT_DEVICE
 from ncdma.kvm.probe import KernelProbe, probe_kernel
 from ncdma.model.hostreport import HostReport
+from ncdma.standin import is_lab_host
 
 SECCOMP_ACTIONS = Path("/proc/sys/kernel/seccomp/actions_avail")
 
@@ -53,4 +54,5 @@ def gather_host_report(flag: int, device: str = DEFAULT_DEVICE,
         seccomp_user_notif=seccomp_user_notif_available(),
         qemu_version=qemu,
         libvirt_version=libvirt,
+        lab_host=is_lab_host(),
     )

@@ -44,10 +44,11 @@ _MAX_HEADER = 1 << 20
 
 def preflight(settings: Settings) -> dict[str, Any]:
     """What the source needs to know about this host before a migration."""
-    verdict = decide(gather_host_report(settings.flag))
+    verdict = decide(gather_host_report(settings.flag), settings.stand_in)
     qemu = program_version((str(settings.qemu), *QEMU_PROGRAMS))
     return {"schema_version": PEER_SCHEMA_VERSION, "ncdma": __version__,
             "mode": verdict.mode.value, "reasons": list(verdict.reasons), "flag": settings.flag,
+            "stand_in": verdict.stand_in,
             "qemu": qemu, "aux_ram_share": qemu_has_aux_ram_share(str(settings.qemu)),
             "hook_installed": HOOK_PATH.exists(),
             "guard_service": settings.guard_socket.exists(),

@@ -42,3 +42,4 @@ class HostReport:
     seccomp_user_notif: bool
     qemu_version: str | None
     libvirt_version: str | None
+    lab_host: bool = False  # the lab's marker file is there (ncdma.standin)

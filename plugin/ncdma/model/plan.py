@@ -14,6 +14,8 @@ from ncdma.model.policy import Bar, Policy, PolicyMode
 from ncdma.model.verdict import Mode, Verdict
 from ncdma.settings import Settings
 
+from ncdma.standin import mode_text
+
 if TYPE_CHECKING:  # the wrapper reads plans: it must not pay for lxml
     from ncdma.model.domain import Domain, GpuDevice
 
@@ -45,6 +47,13 @@ class Plan:
     # the domain's <emulator> as libvirt execs it (ncdma's wrapper): the guard service
     # attaches only a process running it
     wrapper: str = ""
+    # enforce through the lab's stand-in flag (``flag`` is then KVM_MEM_READONLY)
+    stand_in: bool = False
+
+    @property
+    def mode_text(self) -> str:
+        """The mode as outputs show it: 'enforce (lab stand-in flag 0x2)' under the stand-in."""
+        return mode_text(self.mode.value, self.stand_in, self.flag)
 
     def to_json(self) -> dict[str, Any]:
         """The plan file's JSON document."""
@@ -53,7 +62,8 @@ class Plan:
                 "require": self.require, "bars": list(self.bars), "migration": self.migration,
                 "flag": self.flag, "emulator": self.emulator, "devices": list(self.devices),
                 "reasons": list(self.reasons), "share_device_ram": self.share_device_ram,
-                "qemu_uid": self.qemu_uid, "qemu_gid": self.qemu_gid, "wrapper": self.wrapper}
+                "qemu_uid": self.qemu_uid, "qemu_gid": self.qemu_gid, "wrapper": self.wrapper,
+                "stand_in": self.stand_in}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -63,7 +73,8 @@ class Plan:
                    data["migration"], int(data["flag"]), data["emulator"],
                    tuple(data["devices"]), tuple(data["reasons"]),
                    bool(data.get("share_device_ram", False)), int(data.get("qemu_uid", -1)),
-                   int(data.get("qemu_gid", -1)), str(data.get("wrapper", "")))
+                   int(data.get("qemu_gid", -1)), str(data.get("wrapper", "")),
+                   bool(data.get("stand_in", False)))
 
 
 @dataclass(frozen=True)
@@ -156,4 +167,5 @@ def decide_plan(domain: Domain, host: Verdict, settings: Settings,
         require=policy.require, bars=tuple(sorted(bar.value for bar in policy.bars)),
         migration=policy.migration.value, flag=settings.flag,
         emulator=policy.emulator or str(settings.qemu),
-        devices=tuple(gpu.alias for gpu in devices), reasons=tuple(reasons))
+        devices=tuple(gpu.alias for gpu in devices), reasons=tuple(reasons),
+        stand_in=host.stand_in and mode is Mode.ENFORCE)

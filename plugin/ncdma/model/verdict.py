@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ncdma.standin import label
+
 if TYPE_CHECKING:  # plans name modes without probing anything
     from ncdma.model.hostreport import HostReport
 
@@ -30,6 +32,7 @@ class Verdict:
     mode: Mode
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
+    stand_in: bool = False  # enforce through the lab's stand-in flag (ncdma.standin)
 
 
 def _blockers(report: HostReport) -> list[str]:
@@ -86,11 +89,32 @@ def _notes(report: HostReport) -> list[str]:
     return notes
 
 
-def decide(report: HostReport) -> Verdict:
-    """The best mode ``report`` allows, with every reason it is not better."""
+def _stand_in(report: HostReport) -> Verdict:
+    """The lab's stand-in flag (the probe asked for it): the CPU gate lifted on a lab host,
+    never enforce anywhere else."""
+    flag = report.probe.flag if report.probe is not None else 0
+    if not report.lab_host:
+        return Verdict(Mode.AUDIT, (f"the {label(flag)} was asked for, but this is not a lab "
+                                    f"host: remove lab_stand_in from ncdma.conf",
+                                    *_cpu_reasons(report)), tuple(_notes(report)))
+    reasons = tuple(_kernel_reasons(report))
+    notes = (f"{label(flag)}: KVM_MEM_READONLY stands in for KVM_MEM_NON_COHERENT_DMA on this "
+             f"lab host, whatever the CPU; it proves ncdma's enforce paths, not memory types",
+             *_notes(report))
+    return Verdict(Mode.AUDIT if reasons else Mode.ENFORCE, reasons, notes, not reasons)
+
+
+def decide(report: HostReport, stand_in: bool = False) -> Verdict:
+    """The best mode ``report`` allows, with every reason it is not better.
+
+    ``stand_in``: the report's probe asked for the lab's stand-in flag (settings
+    ``lab_stand_in``); only a lab host's verdict can then be enforce.
+    """
     notes = tuple(_notes(report))
     blockers = _blockers(report)
     if blockers:
         return Verdict(Mode.NONE, tuple(blockers), notes)
+    if stand_in:
+        return _stand_in(report)
     reasons = _kernel_reasons(report) + _cpu_reasons(report)
     return Verdict(Mode.AUDIT if reasons else Mode.ENFORCE, tuple(reasons), notes)

@@ -38,3 +38,19 @@ def test_check_run_on_a_host_without_ncdma_predicts_changes_and_makes_none(
     done = playbook("--limit", "h1", "--check", "--diff")
     assert done.returncode == 0 and done.recap["h1"]["changed"] > 0, done.describe()
     assert host_files(h1) == before
+
+
+def test_the_lab_stand_in_is_refused_on_a_host_that_is_not_a_lab_host(clean_lab: Lab) -> None:
+    h1 = clean_lab.host("h1")
+    marker = h1.root_path / "etc/ncdma-lab-host"
+    text = marker.read_text()
+    marker.unlink()  # h1 as any real host: no lab marker
+    try:
+        before = host_files(h1)
+        done = playbook("--limit", "h1", "-e", "ncdma_lab_stand_in=true")
+        assert done.returncode != 0 and done.recap["h1"]["failed"] == 1, done.describe()
+        assert done.recap["h1"]["changed"] == 0
+        assert "ncdma_lab_stand_in is for ncdma's lab only" in done.output, done.describe()
+        assert host_files(h1) == before
+    finally:
+        marker.write_text(text)
