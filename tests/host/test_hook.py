@@ -188,6 +188,8 @@ def test_every_operation_is_bounded_in_time(config) -> None:
         conf.write("hook_timeout = 0.000001\n")
     refused = hook.run(["vm1", "prepare"], domain_xml())
     assert refused.status == 1 and "ran out of time" in refused.stderr
+    # the advice names the configuration in use, not the default path
+    assert f"raise hook_timeout in {config / 'ncdma.conf'}" in refused.stderr
     assert hook.run(["vm1", "reconnect"], domain_xml()).status == 0
 
 

@@ -53,7 +53,7 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
         log = configure_logging(settings, "hook")
         def _raise_timeout(signum: int, frame: FrameType | None) -> None:
             raise HookTimeout("the hook ran out of time",
-                              "raise hook_timeout in /etc/ncdma/ncdma.conf", operation,
+                              f"raise hook_timeout in {settings.source}", operation,
                               settings.hook_timeout)
 
         signal.signal(signal.SIGALRM, _raise_timeout)
