@@ -3,6 +3,11 @@
 h1 gets the default prefix (/opt/ncdma), h2 another one (/opt/ncdma-alt) and an ncdma.conf
 naming that install's own wrapper: its configured wrapper path differs from the fleet-wide
 one the domains carry, so a migration to h2 must have its <emulator> rewritten by h2's hook.
+
+Every module runs twice, once per mode the hosts allow (the `installed` fixture's
+parameter): audit (this kernel rejects the flag, the CPU is not Intel), and enforce with the
+lab's stand-in flag (install-host --lab-stand-in: KVM_MEM_READONLY in place of the flag,
+ncdma.standin), so the hook, guard, status and migration run their enforce paths for real.
 """
 
 from __future__ import annotations
@@ -26,22 +31,45 @@ WRAPPERS = {"h1": FLEET_WRAPPER, "h2": "/opt/ncdma-alt/bin/ncdma-qemu"}
 LAB_XML = (REPO / "xml/examples/lab-virtio-vga.xml").read_text()
 
 
-def install(host: Host, wheels: Path) -> None:
+MODES = ("audit", "enforce")
+STAND_IN = "lab stand-in flag 0x2"
+
+
+class Installed(dict[str, Host]):
+    """Both lab hosts with ncdma installed, and the mode their verdict allows."""
+
+    def __init__(self, hosts: dict[str, Host], mode: str) -> None:
+        super().__init__(hosts)
+        self.mode = mode
+
+    @property
+    def enforce(self) -> bool:
+        """The hosts run enforce mode (with the lab's stand-in flag)."""
+        return self.mode == "enforce"
+
+    @property
+    def mode_text(self) -> str:
+        """The mode as ncdma's outputs show it."""
+        return f"enforce ({STAND_IN})" if self.enforce else "audit"
+
+
+def install(host: Host, wheels: Path, stand_in: bool = False) -> None:
     """ncdma on ``host`` with its prefix, and on h2 an ncdma.conf naming its own wrapper."""
-    install_ncdma(host, wheels, PREFIXES[host.name])
+    install_ncdma(host, wheels, PREFIXES[host.name], stand_in)
     conf = host.root_path / "etc/ncdma/ncdma.conf"
     conf.write_text(conf.read_text().replace(f"wrapper = {FLEET_WRAPPER}",
                                              f"wrapper = {WRAPPERS[host.name]}"))
 
 
-@pytest.fixture(scope="module")
-def installed(lab: Lab) -> Iterator[dict[str, Host]]:
-    """Both lab hosts with ncdma installed; removed again after the module's tests."""
+@pytest.fixture(scope="module", params=MODES)
+def installed(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Installed]:
+    """Both lab hosts with ncdma installed for the parameter's mode; removed again after the
+    module's tests."""
     with tempfile.TemporaryDirectory() as scratch:
         build_wheels(REPO, Path(scratch))
         for host in lab.hosts.values():
-            install(host, Path(scratch))
-    yield dict(lab.hosts)
+            install(host, Path(scratch), request.param == "enforce")
+    yield Installed(dict(lab.hosts), request.param)
     for host in lab.hosts.values():
         if host.running:
             uninstall_ncdma(host, PREFIXES[host.name])
@@ -50,10 +78,26 @@ def installed(lab: Lab) -> Iterator[dict[str, Host]]:
 class OptedIn:
     """A persistent copy of the lab's virtio-vga domain under its own name and UUID."""
 
-    def __init__(self, lab: Lab, name: str) -> None:
+    def __init__(self, lab: Lab, name: str, installed: Installed | None = None) -> None:
         self.lab = lab
         self.name = name
         self.uuid = str(uuid.uuid4())
+        self.installed = installed
+
+    @property
+    def enforce(self) -> bool:
+        """The hosts run enforce mode (the lab's stand-in flag)."""
+        return self.installed is not None and self.installed.enforce
+
+    @property
+    def mode(self) -> str:
+        """The mode the hosts allow: the plan's mode for a policy that asks for enforce."""
+        return "enforce" if self.enforce else "audit"
+
+    @property
+    def mode_text(self) -> str:
+        """That mode as ncdma's outputs show it."""
+        return f"enforce ({STAND_IN})" if self.enforce else "audit"
 
     def ncdma(self, host: str, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the installed ncdma command inside ``host``."""
@@ -92,9 +136,10 @@ class OptedIn:
 
 
 @pytest.fixture
-def opted_in(lab: Lab, installed: dict[str, Host], request) -> Iterator[OptedIn]:
+def opted_in(lab: Lab, installed: Installed, request) -> Iterator[OptedIn]:
     """A defined (not yet enabled) domain named after the test; removed everywhere after."""
-    domain = OptedIn(lab, f"t-{request.node.name[5:40].replace('_', '-')}")
+    name = request.node.originalname[5:36].replace("_", "-")
+    domain = OptedIn(lab, f"t-{name}-{installed.mode[0]}", installed)
     domain.remove()
     yield domain
     domain.remove()

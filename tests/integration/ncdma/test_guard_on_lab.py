@@ -27,7 +27,7 @@ def _wait_for(condition, timeout: float = 20.0):
     return condition()
 
 
-def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in: OptedIn) -> None:
+def test_enable_start_status_shows_the_vram_slot_selected(opted_in: OptedIn) -> None:
     opted_in.define()
     opted_in.enable("h1", "--bars", "vram")
     opted_in.lab.host("h1").virsh("start", opted_in.name)
@@ -41,15 +41,21 @@ def test_enable_start_status_shows_the_vram_slot_selected_in_audit_mode(opted_in
 
     status = _wait_for(vram_journaled)
     assert status, f"no vram slot journaled: {_status(opted_in)}"
-    assert status["plan"]["mode"] == "audit" and status["guard"]["alive"]
+    assert status["plan"]["mode"] == opted_in.mode and status["guard"]["alive"]
     slots = status["journal"]["slots"]
     [vram] = [slot for slot in slots if slot["action"] == "tag"]
-    assert vram["size"] == 0x800000 and "vram" in vram["owner"] and not vram["flag_set"]
+    # enforce: the stand-in flag set on the tagged slot, and QEMU runs on with it
+    assert vram["size"] == 0x800000 and "vram" in vram["owner"]
+    assert vram["flag_set"] is opted_in.enforce
+    assert bool(vram["flags"] & 0x2) is opted_in.enforce
     ram = [slot for slot in slots if slot["owner"] == "system RAM"]
     assert ram and all(slot["action"] == "untouched" for slot in ram)
     assert status["mismatches"] == []
     human = opted_in.ncdma("h1", "status", opted_in.name)
     assert human.returncode == 0 and "guard: alive" in human.stdout
+    assert f"mode: {opted_in.mode_text} (requested enforce" in human.stdout
+    [row] = [line for line in human.stdout.splitlines() if "vga.vram" in line]
+    assert (" set " in row) is opted_in.enforce, human.stdout
     assert "every journaled slot matches a KVM range" in human.stdout
     # QEMU's own seccomp sandbox, which libvirt asks for, runs stacked on ncdma's filter
     cmdline = (opted_in.lab.host("h1").root_path / f"proc/{opted_in.qemu_pid()}/cmdline")
@@ -100,7 +106,7 @@ def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn
     h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system")
     status = _wait_for(lambda: (s := _status(opted_in, "h2"))["guard"]["alive"] and s)
     assert status["guard"]["alive"], status
-    assert status["plan"]["mode"] == "audit"
+    assert status["plan"]["mode"] == opted_in.mode
 
 
 def _write_plan(host, domain: str, mode: str, name: str, user: str = "root",

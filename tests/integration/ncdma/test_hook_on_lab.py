@@ -1,7 +1,8 @@
 """The hook, enable/disable and the wrapper through real libvirtd + QEMU/KVM on the lab.
 
-The lab's kernel is unpatched (EINVAL for the flag) and its CPU is not Intel: enforce is
-impossible there, which is exactly what these tests check ncdma says and does.
+The lab's kernel is unpatched (EINVAL for the flag) and its CPU is not Intel: with the real
+flag, enforce is impossible there, which is what the audit run checks ncdma says and does;
+the enforce run has the lab's stand-in flag and checks the same paths in enforce mode.
 """
 
 from __future__ import annotations
@@ -40,29 +41,38 @@ def test_enable_errors_are_one_line_with_a_hint(opted_in: OptedIn) -> None:
     assert "urn:ncdma" not in opted_in.inactive_xml()
 
 
-def test_opted_in_vm_starts_in_audit_mode_through_the_wrapper(opted_in: OptedIn) -> None:
+def test_opted_in_vm_starts_in_the_hosts_mode_through_the_wrapper(opted_in: OptedIn) -> None:
     opted_in.define()
     opted_in.enable("h1", "--bars", "vram")
     opted_in.lab.host("h1").virsh("start", opted_in.name)
     assert opted_in.state() == "running"
     plan = opted_in.plan()
-    assert (plan["requested"], plan["mode"], plan["devices"]) == ("enforce", "audit", ["video0"])
-    assert any("EINVAL" in reason for reason in plan["reasons"])
+    assert (plan["requested"], plan["mode"], plan["devices"]) == \
+        ("enforce", opted_in.mode, ["video0"])
+    if opted_in.enforce:
+        assert plan["stand_in"] and plan["flag"] == 0x2 and not plan["reasons"]
+    else:
+        assert any("EINVAL" in reason for reason in plan["reasons"]) and not plan["stand_in"]
     # the wrapper exec'd QEMU in place: the pid libvirt knows is QEMU's own
     # (pids are the host's own: read its /proc)
     exe = os.readlink(opted_in.lab.host("h1").root_path / f"proc/{opted_in.qemu_pid()}/exe")
     assert exe.endswith("qemu-system-x86_64"), exe
     log = log_text(opted_in.lab.host("h1"))
-    assert f"{opted_in.name}: mode audit (requested enforce)" in log
-    assert f"{opted_in.name}: guard " in log and "attached, audit mode" in log
+    assert f"{opted_in.name}: mode {opted_in.mode_text} (requested enforce)" in log
+    assert f"{opted_in.name}: guard " in log and f"attached, {opted_in.mode_text} mode" in log
     opted_in.lab.host("h1").virsh("destroy", opted_in.name)
     assert opted_in.plan() is None, "stopped/release must clean the domain's state"
 
 
-def test_required_enforce_is_refused_in_virsh_start(opted_in: OptedIn) -> None:
+def test_required_enforce_is_refused_in_virsh_start_unless_the_host_allows_it(
+        opted_in: OptedIn) -> None:
     opted_in.define()
     opted_in.enable("h1", "--bars", "vram", "--require", "yes")
     done = opted_in.lab.host("h1").virsh("start", opted_in.name, check=False)
+    if opted_in.enforce:
+        assert done.returncode == 0, done.stderr
+        assert opted_in.plan()["mode"] == "enforce"
+        return
     assert done.returncode != 0
     assert (f"ncdma: refusing to start {opted_in.name}: its policy requires enforce mode but "
             f"this host allows audit") in done.stderr
@@ -97,7 +107,7 @@ def test_migration_runs_the_hooks_on_both_sides_and_rewrites_the_emulator(
     assert opted_in.state("h2") == "running" and opted_in.state("h1") == "shut off"
     live = h2.virsh("dumpxml", opted_in.name).stdout
     assert f"<emulator>{WRAPPERS['h2']}</emulator>" in live
-    assert opted_in.plan("h2")["mode"] == "audit"
+    assert opted_in.plan("h2")["mode"] == opted_in.mode
     assert opted_in.plan("h1") is None, "h1's stopped/release hooks clean up after it"
     assert "migrate with <emulator> rewritten to this host's wrapper" in log_text(h2)
     # h2's own wrapper path does not exist on h1, and libvirt checks the emulator before
@@ -108,7 +118,7 @@ def test_migration_runs_the_hooks_on_both_sides_and_rewrites_the_emulator(
     h2.virsh("migrate", "--live", "--xml", "/tmp/back.xml", opted_in.name,
              f"qemu+ssh://{h1.address}/system")
     assert opted_in.state("h1") == "running"
-    assert opted_in.plan("h2") is None and opted_in.plan("h1")["mode"] == "audit"
+    assert opted_in.plan("h2") is None and opted_in.plan("h1")["mode"] == opted_in.mode
 
 
 def test_destination_that_cannot_honor_the_policy_refuses_and_the_source_keeps_running(
@@ -128,7 +138,7 @@ def test_destination_that_cannot_honor_the_policy_refuses_and_the_source_keeps_r
     assert done.returncode != 0
     assert "hook_timeout = 'forever' is invalid" in done.stderr
     assert opted_in.state("h1") == "running" and opted_in.state("h2") in ("", "shut off")
-    assert opted_in.plan("h1")["mode"] == "audit"
+    assert opted_in.plan("h1")["mode"] == opted_in.mode
 
 
 def test_libvirtd_restart_keeps_the_vm_running(opted_in: OptedIn) -> None:
@@ -145,8 +155,8 @@ def test_libvirtd_restart_keeps_the_vm_running(opted_in: OptedIn) -> None:
     while not h1.libvirt_answers() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert opted_in.state() == "running" and opted_in.qemu_pid() == qemu
-    assert f"{opted_in.name}: mode audit (requested enforce), devices video0; reconnected" \
-        in log_text(h1)
+    assert f"{opted_in.name}: mode {opted_in.mode_text} (requested enforce), devices video0; " \
+        "reconnected" in log_text(h1)
 
 
 def test_ten_opted_in_domains_start_at_once(lab, installed) -> None:
@@ -161,7 +171,7 @@ def test_ten_opted_in_domains_start_at_once(lab, installed) -> None:
             results = list(pool.map(lambda d: h1.virsh("start", d.name, check=False), domains))
         assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results]
         assert all(domain.state() == "running" for domain in domains)
-        assert all(domain.plan()["mode"] == "audit" for domain in domains)
+        assert all(domain.plan()["mode"] == installed.mode for domain in domains)
     finally:
         for domain in domains:
             domain.remove()
@@ -169,9 +179,12 @@ def test_ten_opted_in_domains_start_at_once(lab, installed) -> None:
 
 def test_check_inside_a_lab_host_reports_the_lab_versions(installed) -> None:
     done = installed["h1"].run(["/opt/ncdma/bin/ncdma", "check", "--json"])
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == (0 if installed.enforce else 1), done.stderr
     report = json.loads(done.stdout)
-    assert report["mode"] == "audit" and report["host"]["hostname"] == "h1"
+    assert report["mode"] == installed.mode and report["host"]["hostname"] == "h1"
+    assert report["stand_in_flag"] == (0x2 if installed.enforce else None)
+    human = installed["h1"].run(["/opt/ncdma/bin/ncdma", "check"]).stdout
+    assert ("mode: enforce with the lab stand-in flag 0x2" in human) == installed.enforce
     assert report["host"]["qemu_version"].startswith("10.0.")
     assert report["host"]["libvirt_version"].startswith("11.3.")
 
@@ -196,6 +209,6 @@ def test_save_and_restore_run_the_restore_hook(opted_in: OptedIn, tmp_path) -> N
     assert opted_in.state() == "shut off" and opted_in.plan() is None
     try:
         h1.virsh("restore", f"/var/tmp/{opted_in.name}.save")
-        assert opted_in.state() == "running" and opted_in.plan()["mode"] == "audit"
+        assert opted_in.state() == "running" and opted_in.plan()["mode"] == opted_in.mode
     finally:
         h1.run(["rm", "-f", f"/var/tmp/{opted_in.name}.save"])

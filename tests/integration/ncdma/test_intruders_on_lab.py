@@ -71,7 +71,7 @@ def test_an_option_rom_moved_into_a_gpu_window_is_never_tagged(opted_in: OptedIn
     (images / "rom.bin").write_bytes(b"\x55\xaa" + bytes(range(256)) * (ROM_SIZE // 256 - 1)
                                      + bytes(254))
     opted_in.define("h1", _domain_xml(f"{IN_HOST}/{image.name}", f"{IN_HOST}/rom.bin"))
-    opted_in.enable("h1", "--mode", "audit", "--bars", "hostmem,vram")
+    opted_in.enable("h1", "--bars", "hostmem,vram")
     started = host.run(["virsh", "start", opted_in.name], timeout=60)
     assert started.returncode == 0, started.stderr
     journal = _journal_with(opted_in, at)

@@ -1,7 +1,9 @@
 """`ncdma migrate` on the lab: real libvirt live migrations between h1 and h2.
 
-The VMs run in audit mode (this kernel rejects the flag): their vram slot is tagged (the
-guard selected it) without the flag set; migration treats it as tagged all the same.
+Each test runs in audit mode (this kernel rejects the flag: the vram slot is tagged, the guard
+selected it, without the flag set; migration treats it as tagged all the same) and in enforce
+mode with the lab's stand-in flag (the flag set on the tagged slot at the source, and on the
+destination's new slot before the guest resumes there).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def guestmem(domain: OptedIn, host: str, *args: object) -> dict[str, Any]:
 
 def start(domain: OptedIn, migration: str, host: str = "h1") -> None:
     domain.define(host)
-    domain.enable(host, "--mode", "audit", "--bars", "vram", "--migration", migration)
+    domain.enable(host, "--bars", "vram", "--migration", migration)
     domain.lab.host(host).virsh("start", domain.name)
     deadline = time.monotonic() + 20
     while tagged_slots(domain, host) != 1:
@@ -61,13 +63,15 @@ def running_on(domain: OptedIn) -> list[str]:
     return [name for name in ("h1", "h2") if domain.state(name) == "running"]
 
 
-def assert_copied(summary: dict[str, Any]) -> None:
+def assert_copied(summary: dict[str, Any], enforce: bool) -> None:
     assert summary["outcome"] == "migrated" and summary["strategy"] == "copy"
     [slot] = summary["slots"]
     assert slot["owner"].endswith(f"vram ({VRAM})") and slot["action"] == "copied"
     assert slot["sha256_source"] == slot["sha256_destination"]
+    assert slot["flag_set_source"] is enforce
     # the destination's guard had tagged the new slot while the guest was still paused
-    assert slot["destination"] == {"action": "tag", "flag_set": False}
+    # (enforce: with the flag set)
+    assert slot["destination"] == {"action": "tag", "flag_set": enforce}
     assert slot["destination_paused_at_verify"] is True
     assert [phase["phase"] for phase in summary["phases"]] == [
         "preflight", "memory", "tagged slots", "verify", "switchover"]
@@ -76,11 +80,11 @@ def assert_copied(summary: dict[str, Any]) -> None:
 def test_copy_there_and_back(opted_in: OptedIn) -> None:
     start(opted_in, "copy")
     there, progress = migrate(opted_in, "h1", "h2", "--verbose")
-    assert_copied(there)
+    assert_copied(there, opted_in.enforce)
     assert running_on(opted_in) == ["h2"]
     assert tagged_slots(opted_in, "h2") == 1
     back, _ = migrate(opted_in, "h2", "h1", "--p2p")
-    assert_copied(back)
+    assert_copied(back, opted_in.enforce)
     assert running_on(opted_in) == ["h1"]
     print(f"h1->h2 {there['phases']}, downtime {there['downtime_ms']}")
 
@@ -112,7 +116,7 @@ def test_copy_carries_what_a_device_wrote_that_virsh_migrate_loses(opted_in: Opt
                        f"qemu+ssh://{opted_in.lab.host('h2').address}/system")
         else:
             summary, _ = migrate(opted_in, "h1", "h2", "--bandwidth", "1")
-            assert_copied(summary)
+            assert_copied(summary, opted_in.enforce)
         new_vram = json.loads(writer.communicate(timeout=60)[0])["sha256"]
         assert running_on(opted_in) == ["h2"]
         results[tool] = {"ram": guestmem(opted_in, "h2", "sha", *ram)["sha256"],
@@ -253,5 +257,5 @@ def test_timeout_suspends_the_source_like_virsh_and_the_migration_completes(
         opted_in: OptedIn) -> None:
     _slow_migration_setup(opted_in)
     summary, _ = migrate(opted_in, "h1", "h2", "--bandwidth", "1", "--timeout", "1")
-    assert_copied(summary)
+    assert_copied(summary, opted_in.enforce)
     assert running_on(opted_in) == ["h2"]
