@@ -62,6 +62,19 @@ def _read_xml_option(path: str | None) -> str | None:
         raise UsageError(f"cannot read --xml {path}: {err.strerror}") from None
 
 
+def require_local_source(conn: libvirt.virConnect, here: str) -> None:
+    """The source's facts (plan, journal, capture) are this host's: refuse a ``-c`` URI that
+    names another host (``here``: this host's name), with one line naming it.
+
+    :raise MigrationRefused: When the connection's host is not this one.
+    """
+    there = conn.getHostname()
+    if there.split(".")[0] != here.split(".")[0]:
+        raise MigrationRefused(f"the source connection names host {there}, not this host "
+                               f"({here}): ncdma migrate reads the domain's plan and journal "
+                               f"on the host it runs on", f"run `ncdma migrate` on {there}")
+
+
 def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDomain,
               peer: Peer) -> Decision:
     """The preflight: source facts, the destination's answer, the decision.
@@ -94,6 +107,7 @@ class Migration:
         self.settings = settings
         self.conn = conn
         self.display = display
+        require_local_source(conn, os.uname().nodename)
         self.domain = _lookup(conn, options.domain)
         self.uuid = self.domain.UUIDString()
         self.peer = Peer(SshTarget.from_uri(options.desturi), options.remote_ncdma,

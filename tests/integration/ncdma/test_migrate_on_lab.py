@@ -259,3 +259,14 @@ def test_timeout_suspends_the_source_like_virsh_and_the_migration_completes(
     summary, _ = migrate(opted_in, "h1", "h2", "--bandwidth", "1", "--timeout", "1")
     assert_copied(summary, opted_in.enforce)
     assert running_on(opted_in) == ["h2"]
+
+
+def test_a_source_connection_to_another_host_is_refused_naming_it(opted_in: OptedIn) -> None:
+    start(opted_in, "refuse", host="h2")
+    h2 = opted_in.lab.host("h2")
+    done = opted_in.ncdma("h1", "migrate", "-c", f"qemu+ssh://{h2.address}/system", opted_in.name,
+                          f"qemu+ssh://{opted_in.lab.host('h1').address}/system", "--live")
+    assert done.returncode == 1
+    assert "the source connection names host h2, not this host (h1)" in done.stderr
+    assert "run `ncdma migrate` on h2" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert running_on(opted_in) == ["h2"]
