@@ -121,3 +121,65 @@ OPTED_IN = _domain("<video><model type='virtio'/></video>",
 def test_truncated_xml_is_a_domain_error(cut) -> None:
     with pytest.raises(DomainXmlError):
         parse_domain(OPTED_IN[:cut])
+
+
+def _video(model: str = "<model type='virtio'/>", extra: str = "") -> str:
+    return f"<video>{model}{extra}</video>"
+
+
+@pytest.mark.parametrize("arch, machine, address, expected", [
+    ("x86_64", "pc", "", "virtio-vga"),
+    ("x86_64", "q35", "<address type='pci' domain='0' bus='0' slot='1' function='0'/>",
+     "virtio-vga"),
+    ("aarch64", "virt", "", "virtio-gpu-pci"),
+    ("riscv64", "virt", "", "virtio-gpu-pci"),
+    ("s390x", "s390-ccw-virtio", "", "virtio-gpu-ccw"),
+    ("aarch64", "virt", "<address type='virtio-mmio'/>", "virtio-gpu-device"),
+])
+def test_the_qemu_device_follows_libvirts_rule_for_arch_and_bus(arch, machine, address,
+                                                                expected) -> None:
+    xml = _domain(_video(extra=address),
+                  extra=f"<os><type arch='{arch}' machine='{machine}'>hvm</type></os>")
+    [gpu] = parse_domain(xml).gpus
+    assert gpu.qemu_model == expected
+
+
+def test_libvirts_vhostuser_spelling_is_a_vhost_user_device() -> None:
+    primary = _video("<model type='virtio' primary='yes'/>", "<driver name='vhostuser'/>")
+    second = _video(extra="<driver name='vhostuser'/>")
+    gpus = parse_domain(_domain(primary + second)).gpus
+    assert [gpu.qemu_model for gpu in gpus] == ["vhost-user-vga", "vhost-user-gpu-pci"]
+
+
+def test_the_primary_video_is_video0_wherever_it_is_listed() -> None:
+    cirrus = "<video><model type='cirrus'/></video>"
+    primary = _video("<model type='virtio' primary='yes'/>")
+    [gpu] = parse_domain(_domain(cirrus + primary)).gpus
+    assert (gpu.alias, gpu.qemu_model) == ("video0", "virtio-vga")
+
+
+@pytest.mark.parametrize("value", ["driver=virtio-gpu-pci,id=g1,hostmem=1.5G",
+                                   "id=g1,driver=virtio-gpu-pci,hostmem=0x60000000"])
+def test_commandline_device_with_driver_given_as_a_key(value) -> None:
+    extra = ("<qemu:commandline><qemu:arg value='-device'/>"
+             f"<qemu:arg value='{value}'/></qemu:commandline>")
+    [gpu] = parse_domain(_domain(extra=extra)).gpus
+    assert (gpu.alias, gpu.qemu_model, gpu.hostmem) == ("g1", "virtio-gpu-pci", 0x60000000)
+
+
+def test_commandline_vga_virtio_is_a_virtio_vga() -> None:
+    extra = ("<qemu:commandline><qemu:arg value='-vga'/><qemu:arg value='virtio'/>"
+             "</qemu:commandline>")
+    [gpu] = parse_domain(_domain(extra=extra)).gpus
+    assert gpu.qemu_model == "virtio-vga"
+
+
+@pytest.mark.parametrize("text, size", [("1.5G", 0x60000000), ("0x4000000", 64 << 20),
+                                        ("64k", 64 << 10), ("0.5M", 512 << 10)])
+def test_qemu_size_syntax(text, size) -> None:
+    assert parse_size(text) == size
+
+
+def test_a_fraction_of_a_byte_is_not_a_size() -> None:
+    with pytest.raises(ValueError):
+        parse_size("1.5")

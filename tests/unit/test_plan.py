@@ -84,3 +84,19 @@ def test_nothing_to_tag_with_require_is_refused() -> None:
     refusal = decide_plan(_with(Policy(require=True), gpus=(PCI_NO_HOSTMEM,)), ENFORCE, SETTINGS)
     assert isinstance(refusal, Refusal)
     assert "no virtio-gpu device has a BAR selected by bars='hostmem'" in refusal.reason
+
+
+@pytest.mark.parametrize("model", ["virtio-gpu-pci", "virtio-gpu-ccw", "virtio-gpu-device"])
+def test_a_vram_policy_without_a_vga_device_is_refused_with_require(model) -> None:
+    # what an aarch64, s390x or virtio-mmio <video type='virtio'> becomes: no vram BAR
+    gpu = GpuDevice("video0", model, None, 0, False, False, "video")
+    refusal = decide_plan(_with(Policy(require=True, bars=frozenset({Bar.VRAM})), gpus=(gpu,)),
+                          ENFORCE, SETTINGS)
+    assert isinstance(refusal, Refusal) and "bars='vram'" in refusal.reason
+
+
+@pytest.mark.parametrize("model", ["virtio-gpu-ccw", "virtio-gpu-device"])
+def test_hostmem_off_pci_has_no_bar_to_tag(model) -> None:
+    gpu = GpuDevice("video0", model, None, 64 << 20, False, False, "video")
+    refusal = decide_plan(_with(Policy(require=True), gpus=(gpu,)), ENFORCE, SETTINGS)
+    assert isinstance(refusal, Refusal) and "bars='hostmem'" in refusal.reason

@@ -23,6 +23,12 @@ class GpuDevice:
     accel3d: bool
     source: str
 
+    @property
+    def on_pci(self) -> bool:
+        """A PCI device (BARs exist): the VGA flavours and the -pci proxies; not -ccw (s390x)
+        or -device (virtio-mmio)."""
+        return self.qemu_model.endswith(("-pci", "vga", "vga-gl"))
+
 
 @dataclass(frozen=True)
 class Domain:

@@ -117,7 +117,7 @@ class Refusal:
 def taggable_devices(gpus: tuple[GpuDevice, ...], bars: frozenset[Bar]) -> tuple[GpuDevice, ...]:
     """The devices with at least one BAR the policy selects: hostmem set, or a VGA's vram."""
     return tuple(gpu for gpu in gpus
-                 if (Bar.HOSTMEM in bars and gpu.hostmem > 0)
+                 if (Bar.HOSTMEM in bars and gpu.hostmem > 0 and gpu.on_pci)
                  or (Bar.VRAM in bars and gpu.qemu_model.endswith(("vga", "vga-gl"))))
 
 

@@ -1,8 +1,17 @@
 """The domain XML parser: what ncdma needs from a libvirt domain, parsed once with lxml.
 
 virtio-gpu devices come in every form libvirt can express them:
-``<video><model type='virtio'>`` (with ``<acceleration>``, ``blob``, and QEMU properties
-given through ``<qemu:override>``) and raw ``-device`` arguments in ``<qemu:commandline>``.
+``<video><model type='virtio'>`` (with ``<acceleration>``, ``blob``, ``<driver
+name='vhostuser'>``, and QEMU properties given through ``<qemu:override>``), and raw
+arguments in ``<qemu:commandline>``: ``-device`` in QEMU's key=value form (``driver=`` first
+or not) or JSON, and ``-vga virtio``.
+
+Which QEMU device a ``<video>`` becomes follows libvirt's own rule (qemuDeviceVideoGetModel):
+the primary video is a VGA flavour only where QEMU has one (x86 and ppc64 machines), only on
+PCI; else virtio-gpu, with the bus's suffix (``-pci``, ``-ccw`` for s390x, ``-device`` on
+virtio-mmio); ``vhostuser`` gives the vhost-user-* devices; ``accel3d`` the ``-gl`` ones.
+Devices are named as libvirt names them: the primary is ``video0`` (libvirt moves it first),
+the others ``video1``... in document order, unless the XML carries aliases.
 """
 
 from __future__ import annotations
@@ -20,19 +29,32 @@ from ncdma.virt.xmldoc import parse_xml, xml_text
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 _Q = f"{{{QEMU_NS}}}"
 _GPU_DRIVER = re.compile(r"^(virtio-(gpu|vga)|vhost-user-(gpu|vga))[-a-z0-9]*$")
-_SIZE = re.compile(r"^(\d+)\s*([kKmMgGtTpPeE]?)(i?B)?$")
+_SIZE = re.compile(r"^(?:0x(?P<hex>[0-9a-f]+)|(?P<number>\d+(?:\.\d+)?))\s*"
+                   r"(?P<unit>[kmgtpe]?)(?:i?b)?$", re.IGNORECASE)
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+#: Architectures whose QEMU has the VGA flavours of virtio-gpu (libvirt's rule).
+_VGA_ARCHES = frozenset({"i686", "x86_64", "ppc64", "ppc64le"})
+_BUS_SUFFIX = {"pci": "-pci", "ccw": "-ccw", "virtio-mmio": "-device"}
 
 
 def parse_size(text: str) -> int:
-    """A QEMU size ('67108864', '64M', '1G', '64MiB') in bytes.
+    """A QEMU size in bytes, in QEMU's syntax: '67108864', '0x4000000', '64M', '1.5G',
+    '64k', '64MiB'.
 
-    :raise ValueError: When the text is not a size.
+    :raise ValueError: When the text is not a size, or a fraction of a byte.
     """
     found = _SIZE.match(text.strip())
     if not found:
         raise ValueError(f"not a size: {text!r}")
-    return int(found.group(1)) << _SIZE_SHIFT[found.group(2).lower()]
+    shift = _SIZE_SHIFT[found.group("unit").lower()]
+    if found.group("hex") is not None:
+        return int(found.group("hex"), 16) << shift
+    whole, _, fraction = found.group("number").partition(".")
+    scale = 10 ** len(fraction)
+    value = (int(whole) * scale + int(fraction or "0")) << shift
+    if value % scale:
+        raise ValueError(f"not a whole number of bytes: {text!r}")
+    return value // scale
 
 
 def _pci_address(device: etree._Element) -> str | None:
@@ -73,12 +95,47 @@ def _true(text: str | None) -> bool:
     return (text or "").lower() in ("on", "yes", "true", "1")
 
 
+def _bus(video: etree._Element, arch: str, machine: str) -> str:
+    """The bus libvirt puts a video device on: its <address type>, else the machine's
+    default (s390x: ccw; virtio-mmio only when asked for; PCI otherwise)."""
+    address = video.find("address")
+    if address is not None and address.get("type"):
+        return str(address.get("type"))
+    return "ccw" if arch == "s390x" or machine.startswith("s390") else "pci"
+
+
+def _video_model(video: etree._Element, primary: bool, arch: str, machine: str) -> str:
+    """The QEMU device libvirt makes of a <video><model type='virtio'> (qemuDeviceVideoGetModel).
+
+    :raise DomainXmlError: When the bus is one virtio-gpu cannot sit on.
+    """
+    model = video.find("model")
+    accel = model.find("acceleration") if model is not None else None
+    accel3d = accel is not None and accel.get("accel3d") == "yes"
+    vhost_user = video.find("driver[@name='vhostuser']") is not None or \
+        video.find("driver[@name='vhost-user']") is not None
+    bus = _bus(video, arch, machine)
+    if bus not in _BUS_SUFFIX:
+        raise DomainXmlError(f"a virtio video device on a {bus!r} bus", "libvirt puts virtio "
+                             "video on pci, ccw or virtio-mmio: fix its <address type>")
+    prefix = "vhost-user-" if vhost_user else "virtio-"
+    gl = "-gl" if accel3d and not vhost_user else ""
+    if primary and bus == "pci" and arch in _VGA_ARCHES:
+        return f"{prefix}vga{gl}"
+    return f"{prefix}gpu{gl}{_BUS_SUFFIX[bus]}"
+
+
 def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> list[GpuDevice]:
     videos = root.findall("devices/video")
     primary = next((v for v in videos if v.find("model[@primary='yes']") is not None),
                    videos[0] if videos else None)
+    os_type = root.find("os/type")
+    arch = os_type.get("arch", "x86_64") if os_type is not None else "x86_64"
+    machine = os_type.get("machine", "") if os_type is not None else ""
+    ordered = ([primary] if primary is not None else []) + \
+        [video for video in videos if video is not primary]  # libvirt moves the primary first
     gpus = []
-    for index, video in enumerate(videos):
+    for index, video in enumerate(ordered):
         model = video.find("model")
         if model is None or model.get("type") != "virtio":
             continue
@@ -86,11 +143,7 @@ def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> l
         alias = alias_element.get("name", "") if alias_element is not None else f"video{index}"
         accel = model.find("acceleration")
         accel3d = accel is not None and accel.get("accel3d") == "yes"
-        vhost_user = video.find("driver[@name='vhost-user']") is not None
-        base = ("vhost-user-" if vhost_user else "virtio-") + \
-            ("vga" if video is primary else "gpu")
-        qemu_model = base + ("-gl" if accel3d and not vhost_user else "") + \
-            ("" if video is primary else "-pci")
+        qemu_model = _video_model(video, video is primary, arch, machine)
         props = overrides.get(alias, {})
         gpus.append(GpuDevice(
             alias=alias, qemu_model=qemu_model, pci_address=_pci_address(video),
@@ -113,9 +166,9 @@ def _device_options(value: str) -> dict[str, str]:
                                  "fix the domain's <qemu:commandline>")
         return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
                 for k, v in options.items()}
-    driver, _, rest = value.partition(",")
-    options = {"driver": driver}
-    for item in filter(None, rest.split(",")):
+    first, _, rest = value.partition(",")
+    options = {} if "=" in first else {"driver": first}
+    for item in filter(None, (first, *rest.split(",")) if "=" in first else rest.split(",")):
         key, _, option = item.partition("=")
         options[key] = option
     return options
@@ -125,6 +178,9 @@ def _commandline_gpus(root: etree._Element) -> list[GpuDevice]:
     args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
     gpus = []
     for flag, value in zip(args, args[1:]):
+        if flag == "-vga" and value == "virtio":
+            gpus.append(GpuDevice(alias="-vga virtio", qemu_model="virtio-vga", pci_address=None, hostmem=0,
+                                  blob=False, accel3d=False, source="qemu:commandline -vga"))
         if flag != "-device":
             continue
         options = _device_options(value)
