@@ -207,3 +207,27 @@ def test_hostile_input_gets_a_clean_one_line_answer(config, data) -> None:
     assert "\n" not in outcome.stderr and "Traceback" not in outcome.stderr
     if outcome.status == 1:
         assert outcome.stderr.startswith("ncdma: ")
+
+
+def test_the_hook_never_opens_a_path_from_the_domain_xml(config, installed_hook) -> None:
+    fifo = config / "emulator.fifo"  # a FIFO blocks whoever opens it for reading
+    os.mkfifo(fifo)
+    with open(config / "ncdma.conf", "a") as conf:
+        conf.write("hook_timeout = 3\n")
+    done = run_hook(installed_hook, "prepare", domain_xml(f"migration='copy' emulator='{fifo}'"))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(plan_path(config).read_text())
+    assert not plan["share_device_ram"]
+    assert any(f"emulator {fifo} is not this host's configured QEMU" in reason
+               for reason in plan["reasons"])
+
+
+def test_state_is_keyed_by_uuid_and_a_domain_without_one_is_refused(config,
+                                                                    installed_hook) -> None:
+    without = domain_xml().replace(f"<uuid>{UUID}</uuid>".encode(), b"")
+    done = run_hook(installed_hook, "prepare", without)
+    assert done.returncode == 1 and b"domain vm1 has no <uuid>" in done.stderr
+    assert not (config / "state" / "domains").exists() or \
+        not any((config / "state" / "domains").iterdir())
+    for operation in ("stopped", "release", "reconnect", "started"):
+        assert run_hook(installed_hook, operation, without).returncode == 0

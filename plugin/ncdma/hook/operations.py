@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from ncdma.errors import DomainXmlError
 from ncdma.hook.outcome import HookOutcome
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_has_aux_ram_share
@@ -29,7 +30,21 @@ def _host_verdict(settings: Settings) -> Verdict:
 
 
 def _state_key(domain: Domain) -> str:
-    return domain.uuid or domain.name
+    """State is keyed by UUID only (a name can be reused or renamed); handle() refuses or
+    skips a domain without one before any state is touched."""
+    return domain.uuid
+
+
+def _device_ram_shareable(plan: Plan, settings: Settings) -> tuple[bool, str]:
+    """Whether the copy policy's device RAM can be shared, probed on this host's configured
+    QEMU only: the hook never opens a path taken from the domain XML (a FIFO there would
+    block it)."""
+    if plan.emulator != str(settings.qemu):
+        return False, (f"migration='copy' needs -machine aux-ram-share, and the domain's "
+                       f"emulator {plan.emulator} is not this host's configured QEMU "
+                       f"{settings.qemu} (the only one the hook inspects): set qemu in "
+                       f"{settings.source} or the domain's emulator")
+    return qemu_has_aux_ram_share(str(settings.qemu)), ""
 
 
 def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
@@ -41,7 +56,9 @@ def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
         log.info("%s: policy mode is off, nothing to do", domain.name)
         return HookOutcome()
     if decision.migration == "copy" and decision.mode is not Mode.NONE:
-        decision = replace(decision, share_device_ram=qemu_has_aux_ram_share(decision.emulator))
+        shareable, why_not = _device_ram_shareable(decision, settings)
+        decision = replace(decision, share_device_ram=shareable,
+                           reasons=(*decision.reasons, why_not) if why_not else decision.reasons)
     ids = qemu_ids(domain.dac_label)
     if ids is None:
         unknown = (f"cannot tell which user and group QEMU runs as (DAC label "
@@ -123,6 +140,12 @@ def handle(operation: str, data: bytes, settings: Settings, log: logging.Logger)
     """Run one hook operation for an opted-in domain's XML ``data``."""
     domain = parse_domain(data)
     if domain.policy is None:
+        return HookOutcome()
+    if not domain.uuid:
+        if operation in ("prepare", *RECEIVING):
+            raise DomainXmlError(f"domain {domain.name} has no <uuid>: ncdma keeps a domain's "
+                                 f"state by UUID", "give the domain a <uuid> (libvirt adds one "
+                                 "to every domain it defines)")
         return HookOutcome()
     if operation == "prepare":
         return _prepare(domain, settings, log)
