@@ -47,7 +47,6 @@ def test_enable_start_status_shows_the_vram_slot_selected(opted_in: OptedIn) -> 
     # enforce: the stand-in flag set on the tagged slot, and QEMU runs on with it
     assert vram["size"] == 0x800000 and "vram" in vram["owner"]
     assert vram["flag_set"] is opted_in.enforce
-    assert bool(vram["flags"] & 0x2) is opted_in.enforce
     ram = [slot for slot in slots if slot["owner"] == "system RAM"]
     assert ram and all(slot["action"] == "untouched" for slot in ram)
     assert status["mismatches"] == []

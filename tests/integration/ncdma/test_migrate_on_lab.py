@@ -239,16 +239,19 @@ def test_a_blocked_migration_port_fails_cleanly(opted_in: OptedIn) -> None:
     start(opted_in, "copy")
     h2 = opted_in.lab.host("h2")
     port = h2.spec.migration_ports[1]
+    # holds the port until its stdin closes (killing nsenter would leave it running)
     blocker = subprocess.Popen(h2.nsenter_argv(
-        ["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('{h2.address}', "
-                          f"{port})); s.listen(); print('ok', flush=True); time.sleep(120)"]),
-        stdout=subprocess.PIPE, text=True)
+        ["python3", "-c", f"import socket,sys; s=socket.socket(); s.bind(('{h2.address}', "
+                          f"{port})); s.listen(); print('ok', flush=True); sys.stdin.read()"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert blocker.stdout is not None and blocker.stdout.readline().strip() == "ok"
         _, stderr = migrate(opted_in, "h1", "h2", "--migrateuri", f"tcp://{h2.address}:{port}",
                             "--listen-address", h2.address, expect=1)
     finally:
-        blocker.kill()
+        assert blocker.stdin is not None
+        blocker.stdin.close()
+        blocker.wait(30)
     assert "keeps running on this host with its tags" in stderr
     _assert_source_intact(opted_in)
 
