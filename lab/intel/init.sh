@@ -9,7 +9,8 @@ export PATH=/bin:/usr/bin:/usr/sbin HOME=/root LC_ALL=C.UTF-8 PYTHONDONTWRITEBYT
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the initramfs's own: a checkout under /tmp (a CI clone) lives there
+mkdir -p /tmp && chmod 1777 /tmp
 mount -t tmpfs tmpfs /run
 mkdir -p /dev/shm /root
 mount -t tracefs tracefs /sys/kernel/tracing

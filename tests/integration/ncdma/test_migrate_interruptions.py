@@ -70,7 +70,7 @@ def test_two_migrations_of_one_vm_at_once(opted_in: OptedIn) -> None:
     assert "is already being migrated" in stderr and "Traceback" not in stderr
     stdout, first_stderr = first.communicate(timeout=120)
     assert first.returncode == 0, first_stderr
-    assert_copied(json.loads(stdout))
+    assert_copied(json.loads(stdout), opted_in.enforce)
     assert running_on(opted_in) == ["h2"]
 
 
