@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ncdma.errors import StateFileError
 from ncdma.linux.pidfd import alive, start_time
@@ -30,6 +32,9 @@ FLATVIEW_FILE = "flatview.json"  # QEMU's flat view, as the guard last read it o
 GUARD_PID_FILE = "guard.pid"
 PENDING_FILE = "pending"         # the notification the guard is answering (for a successor)
 QMP_SOCKET = "qmp/qmp.sock"      # QEMU's private QMP socket, in a directory QEMU's user owns
+
+
+_Parsed = TypeVar("_Parsed")
 
 
 def write_plan(settings: Settings, plan: Plan) -> Path:
@@ -68,13 +73,7 @@ def read_plan(settings: Settings, uuid: str) -> Plan | None:
 
     :raise StateFileError: When a plan exists but cannot be read.
     """
-    path = settings.domain_dir(uuid) / PLAN_FILE
-    document = _read(path)
-    try:
-        return Plan.from_json(document) if document is not None else None
-    except (ValueError, KeyError, TypeError) as err:
-        raise StateFileError(f"unreadable plan {path}: {err}",
-                             "restart the domain so that the hook writes it again", path) from None
+    return _read_plan_file(settings.domain_dir(uuid) / PLAN_FILE, Plan.from_json)
 
 
 def read_wrapper_plan(settings: Settings, uuid: str) -> WrapperPlan | None:
@@ -82,10 +81,14 @@ def read_wrapper_plan(settings: Settings, uuid: str) -> WrapperPlan | None:
 
     :raise StateFileError: When it exists but cannot be read.
     """
-    path = settings.domain_dir(uuid) / WRAPPER_PLAN_FILE
+    return _read_plan_file(settings.domain_dir(uuid) / WRAPPER_PLAN_FILE, WrapperPlan.from_json)
+
+
+def _read_plan_file(path: Path, parse: Callable[[dict[str, object]], _Parsed]) -> _Parsed | None:
+    """``parse`` of the JSON object in ``path``, or None when there is no such file."""
     document = _read(path)
     try:
-        return WrapperPlan.from_json(document) if document is not None else None
+        return parse(document) if document is not None else None
     except (ValueError, KeyError, TypeError) as err:
         raise StateFileError(f"unreadable plan {path}: {err}",
                              "restart the domain so that the hook writes it again", path) from None
