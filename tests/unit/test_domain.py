@@ -183,3 +183,53 @@ def test_qemu_size_syntax(text, size) -> None:
 def test_a_fraction_of_a_byte_is_not_a_size() -> None:
     with pytest.raises(ValueError):
         parse_size("1.5")
+
+
+def test_an_override_on_video0_goes_to_the_primary_even_when_it_is_listed_second() -> None:
+    second = _video()
+    primary = _video("<model type='virtio' primary='yes'/>")
+    override = ("<qemu:override><qemu:device alias='video0'><qemu:frontend><qemu:property "
+                "name='hostmem' type='unsigned' value='67108864'/></qemu:frontend></qemu:device>"
+                "</qemu:override>")
+    gpus = parse_domain(_domain(second + primary, override)).gpus
+    assert [(gpu.alias, gpu.qemu_model, gpu.hostmem) for gpu in gpus] == \
+        [("video0", "virtio-vga", 64 << 20), ("video1", "virtio-gpu-pci", 0)]
+
+
+@pytest.mark.parametrize("video, os_type, problem", [
+    (_video("<model type='virtio' device='virtio-gpu'/>"), "", "device='virtio-gpu'"),
+    (_video(), "<os><type arch='mips64el' machine='malta'>hvm</type></os>", "mips64el"),
+    (_video(), "<os><type arch='aarch64' machine='vexpress-a15'>hvm</type></os>",
+     "vexpress-a15"),
+])
+def test_a_video_device_whose_qemu_device_cannot_be_told_is_said_so(video, os_type,
+                                                                    problem) -> None:
+    with pytest.raises(DomainXmlError) as caught:
+        parse_domain(_domain(video, os_type))
+    assert "cannot tell which QEMU device" in caught.value.message
+    assert problem in caught.value.message
+
+
+def test_an_address_tells_the_bus_on_any_machine() -> None:
+    address = "<address type='virtio-mmio'/>"
+    xml = _domain(_video(extra=address),
+                  "<os><type arch='aarch64' machine='vexpress-a15'>hvm</type></os>")
+    [gpu] = parse_domain(xml).gpus
+    assert gpu.qemu_model == "virtio-gpu-device" and not gpu.on_pci
+
+
+@pytest.mark.parametrize("arch, machine", [("aarch64", "virt"), ("riscv64", "virt"),
+                                           ("s390x", "s390-ccw-virtio")])
+def test_a_vram_policy_selects_nothing_where_there_is_no_vga(arch, machine) -> None:
+    from ncdma.model.plan import taggable_devices
+    xml = _domain(_video(), f"<os><type arch='{arch}' machine='{machine}'>hvm</type></os>",
+                  metadata="<n:ncdma xmlns:n='urn:ncdma:domain:1' bars='vram'/>")
+    domain = parse_domain(xml)
+    assert len(domain.gpus) == 1 and taggable_devices(domain.gpus, domain.policy.bars) == ()
+
+
+def test_blob_and_accel3d_with_vhostuser_follow_libvirt() -> None:
+    video = _video("<model type='virtio' primary='yes' blob='on'><acceleration accel3d='yes'/>"
+                   "</model>", "<driver name='vhostuser'/>")
+    [gpu] = parse_domain(_domain(video)).gpus
+    assert (gpu.qemu_model, gpu.blob, gpu.accel3d) == ("vhost-user-vga", True, True)

@@ -10,6 +10,9 @@ Which QEMU device a ``<video>`` becomes follows libvirt's own rule (qemuDeviceVi
 the primary video is a VGA flavour only where QEMU has one (x86 and ppc64 machines), only on
 PCI; else virtio-gpu, with the bus's suffix (``-pci``, ``-ccw`` for s390x, ``-device`` on
 virtio-mmio); ``vhostuser`` gives the vhost-user-* devices; ``accel3d`` the ``-gl`` ones.
+Where that rule depends on what this parser cannot see (an architecture or machine it does not
+know, without an <address>; a ``<model device=...>``, which libvirt 11.3's schema does not have
+and whose meaning this version cannot check), it says so (DomainXmlError) instead of guessing.
 Devices are named as libvirt names them: the primary is ``video0`` (libvirt moves it first),
 the others ``video1``... in document order, unless the XML carries aliases.
 """
@@ -34,6 +37,9 @@ _SIZE = re.compile(r"^(?:0x(?P<hex>[0-9a-f]+)|(?P<number>\d+(?:\.\d+)?))\s*"
 _SIZE_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 #: Architectures whose QEMU has the VGA flavours of virtio-gpu (libvirt's rule).
 _VGA_ARCHES = frozenset({"i686", "x86_64", "ppc64", "ppc64le"})
+#: Architectures whose QEMU has none (their PCI virtio-gpu is virtio-gpu-pci), with the
+#: machine prefixes on which libvirt puts an unaddressed virtio device on PCI.
+_NO_VGA_PCI_MACHINES = {"aarch64": ("virt",), "riscv64": ("virt",)}
 _BUS_SUFFIX = {"pci": "-pci", "ccw": "-ccw", "virtio-mmio": "-device"}
 
 
@@ -95,26 +101,45 @@ def _true(text: str | None) -> bool:
     return (text or "").lower() in ("on", "yes", "true", "1")
 
 
-def _bus(video: etree._Element, arch: str, machine: str) -> str:
+def _cannot_tell(alias: str, why: str) -> DomainXmlError:
+    return DomainXmlError(f"video device {alias}: cannot tell which QEMU device libvirt makes "
+                          f"of it: {why}", "give the device an <address type=...> or describe "
+                          "it in <qemu:commandline> (-device DRIVER,...), or opt the domain out")
+
+
+def _bus(video: etree._Element, arch: str, machine: str, alias: str) -> str:
     """The bus libvirt puts a video device on: its <address type>, else the machine's
-    default (s390x: ccw; virtio-mmio only when asked for; PCI otherwise)."""
+    default (s390x: ccw; PCI on x86, ppc64 and the virt machines of aarch64 and riscv64).
+
+    :raise DomainXmlError: When neither tells it.
+    """
     address = video.find("address")
     if address is not None and address.get("type"):
         return str(address.get("type"))
-    return "ccw" if arch == "s390x" or machine.startswith("s390") else "pci"
+    if arch == "s390x" or machine.startswith("s390"):
+        return "ccw"
+    if arch in _VGA_ARCHES or machine.startswith(_NO_VGA_PCI_MACHINES.get(arch, ())):
+        return "pci"
+    raise _cannot_tell(alias, f"no <address>, and arch {arch!r} machine {machine!r} is not "
+                              f"one whose default bus ncdma knows")
 
 
-def _video_model(video: etree._Element, primary: bool, arch: str, machine: str) -> str:
+def _video_model(video: etree._Element, primary: bool, arch: str, machine: str,
+                 alias: str) -> str:
     """The QEMU device libvirt makes of a <video><model type='virtio'> (qemuDeviceVideoGetModel).
 
-    :raise DomainXmlError: When the bus is one virtio-gpu cannot sit on.
+    :raise DomainXmlError: When the bus is one virtio-gpu cannot sit on, or the device cannot
+        be told (see the module's docstring).
     """
     model = video.find("model")
+    if model is not None and model.get("device") is not None:
+        raise _cannot_tell(alias, f"<model device={model.get('device')!r}> is newer than the "
+                                  f"libvirt ncdma knows (11.3 has no such attribute)")
     accel = model.find("acceleration") if model is not None else None
     accel3d = accel is not None and accel.get("accel3d") == "yes"
     vhost_user = video.find("driver[@name='vhostuser']") is not None or \
         video.find("driver[@name='vhost-user']") is not None
-    bus = _bus(video, arch, machine)
+    bus = _bus(video, arch, machine, alias)
     if bus not in _BUS_SUFFIX:
         raise DomainXmlError(f"a virtio video device on a {bus!r} bus", "libvirt puts virtio "
                              "video on pci, ccw or virtio-mmio: fix its <address type>")
@@ -122,6 +147,9 @@ def _video_model(video: etree._Element, primary: bool, arch: str, machine: str) 
     gl = "-gl" if accel3d and not vhost_user else ""
     if primary and bus == "pci" and arch in _VGA_ARCHES:
         return f"{prefix}vga{gl}"
+    if primary and bus == "pci" and arch not in _NO_VGA_PCI_MACHINES:
+        raise _cannot_tell(alias, f"whether QEMU for arch {arch!r} has a VGA flavour of "
+                                  f"virtio-gpu (libvirt asks the emulator)")
     return f"{prefix}gpu{gl}{_BUS_SUFFIX[bus]}"
 
 
@@ -143,7 +171,7 @@ def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> l
         alias = alias_element.get("name", "") if alias_element is not None else f"video{index}"
         accel = model.find("acceleration")
         accel3d = accel is not None and accel.get("accel3d") == "yes"
-        qemu_model = _video_model(video, video is primary, arch, machine)
+        qemu_model = _video_model(video, video is primary, arch, machine, alias)
         props = overrides.get(alias, {})
         gpus.append(GpuDevice(
             alias=alias, qemu_model=qemu_model, pci_address=_pci_address(video),
