@@ -81,13 +81,14 @@ def test_prepare_writes_an_audit_plan_on_this_unpatched_host(config, installed_h
     assert done.returncode == 0, done.stderr
     plan = json.loads(plan_path(config).read_text())
     assert (plan["requested"], plan["mode"], plan["devices"]) == ("enforce", "audit", ["video0"])
+    assert (plan["method"], plan["requested_method"]) == ("slot", "slot")  # no method: slot
     assert any("EINVAL" in reason for reason in plan["reasons"])
     assert (plan["qemu_uid"], plan["qemu_gid"]) == (0, 0)  # the DAC label's
     # written by root only; the wrapper's part readable by QEMU's group, nobody else
     assert plan_path(config).stat().st_mode & 0o777 == 0o600
     wrapper_part = json.loads(plan_path(config).with_name("wrapper.json").read_text())
     assert set(wrapper_part) == {"schema_version", "domain", "uuid", "mode", "require",
-                                 "emulator", "share_device_ram"}
+                                 "emulator", "share_device_ram", "method"}
     assert plan_path(config).with_name("wrapper.json").stat().st_mode & 0o777 == 0o640
     assert plan_path(config).parent.stat().st_mode & 0o777 == 0o710
     assert plan_path(config).parent.parent.stat().st_mode & 0o777 == 0o711

@@ -8,7 +8,7 @@ import pytest
 from lxml import etree
 
 from ncdma.errors import NcdmaError, PolicyError
-from ncdma.model.policy import Migration, PolicyMode
+from ncdma.model.policy import Method, Migration, PolicyMode
 from ncdma.virt.domain import parse_domain
 from ncdma.virt.enable import disable_xml, enable_xml
 
@@ -58,3 +58,12 @@ def test_bad_option_is_a_policy_error_and_nothing_changes() -> None:
 def test_disable_without_enable_is_an_error() -> None:
     with pytest.raises(NcdmaError, match="not enabled"):
         disable_xml(LAB)
+
+
+def test_enable_method_vm_writes_it_and_a_later_enable_keeps_it() -> None:
+    once, policy = enable_xml(LAB, {"method": "vm", "allow_uncached_display": "yes"}, WRAPPER)
+    assert (policy.method, policy.allow_uncached_display) == (Method.VM, True)
+    twice, policy = enable_xml(once, {"migration": "copy"}, WRAPPER)
+    assert policy.method is Method.VM and parse_domain(twice).policy == policy
+    back, policy = enable_xml(twice, {"method": "slot"}, WRAPPER)
+    assert policy.method is Method.SLOT and "method=" not in back

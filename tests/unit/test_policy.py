@@ -60,14 +60,16 @@ def test_errors_name_the_attribute_and_the_allowed_values(attributes, named, all
 _VALUES = st.one_of(
     st.sampled_from(["enforce", "audit", "off", "yes", "no", "refuse", "skip", "copy",
                      "hostmem", "vram", "hostmem,vram", "vram,hostmem", "/usr/bin/qemu",
-                     "", "x" * 5000, "/a b", "hostmem,", "ENFORCE"]),
+                     "", "x" * 5000, "/a b", "hostmem,", "ENFORCE", "slot", "vm", "auto",
+                     "VM"]),
     st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
 )
-_NAMES = st.sampled_from(["mode", "require", "migration", "bars", "emulator", "other"])
+_NAMES = st.sampled_from(["mode", "require", "migration", "bars", "emulator", "method",
+                          "allow_uncached_display", "other"])
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.dictionaries(_NAMES, _VALUES, max_size=5))
+@given(st.dictionaries(_NAMES, _VALUES, max_size=7))
 def test_parser_and_schema_accept_the_same_policies(attributes) -> None:
     assert _parser_accepts(attributes) == _schema_accepts(attributes)
 
@@ -79,4 +81,4 @@ def test_every_example_domain_policy_validates_against_the_schema() -> None:
         for element in etree.parse(str(example)).iter(ELEMENT):
             assert SCHEMA.validate(etree.ElementTree(element)), (example.name, SCHEMA.error_log)
             checked += 1
-    assert checked == 3, "the three opted-in examples"
+    assert checked == 4, "the four opted-in examples"

@@ -38,10 +38,22 @@ def check_json(report: HostReport, verdict: Verdict) -> dict[str, Any]:
             report.probe.ignore_guest_pat_quirk_disableable
         for answer, data in zip(report.probe.answers, host["probe"]["answers"]):
             data["outcome"] = answer.outcome
+    probe = report.probe
     return {
         "schema_version": SCHEMA_VERSION,
         "mode": verdict.mode.value,
         "enforce_possible": verdict.mode is Mode.ENFORCE,
+        "methods": list(verdict.methods),
+        "method_checks": {
+            "slot": {"allowed": "slot" in verdict.methods,
+                     "flag_accepted": bool(probe and probe.flag_supported),
+                     "reasons": list(verdict.reasons)},
+            "vm": {"allowed": "vm" in verdict.methods,
+                   "quirk_offered": bool(probe and probe.ignore_guest_pat_quirk_disableable),
+                   "quirks2_mask": probe.quirks2_mask if probe else None,
+                   "self_snoop": report.cpu.self_snoop, "vmx": report.cpu.vmx,
+                   "ept": report.cpu.ept, "reasons": list(verdict.vm_reasons)},
+        },
         "stand_in_flag": report.probe.flag if verdict.stand_in and report.probe else None,
         "reasons": list(verdict.reasons),
         "notes": list(verdict.notes),
@@ -81,6 +93,11 @@ def check_text(report: HostReport, verdict: Verdict) -> str:
         better = "enforce" if verdict.mode is Mode.AUDIT else "audit or enforce"
         lines.append(f"why not {better}:")
         lines.extend(f"  - {reason}" for reason in verdict.reasons)
+    lines.append(f"methods allowed: {', '.join(verdict.methods) or 'none'} (slot: the flag on "
+                 f"virtio-gpu BAR memslots; vm: guest PAT honored for the whole VM)")
+    if verdict.vm_reasons and verdict.mode is not Mode.NONE:
+        lines.append("method vm unavailable:")
+        lines.extend(f"  - {reason}" for reason in verdict.vm_reasons)
     lines.append("host:")
     lines.extend(f"  {name:<15} {value}" for name, value in rows)
     if verdict.notes:

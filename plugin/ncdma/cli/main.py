@@ -19,7 +19,7 @@ from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_and_libvirt_versions
 from ncdma.kvm.device import DEFAULT_DEVICE
 from ncdma.migrate.options import add_arguments as add_migrate_arguments
-from ncdma.model.policy import Bar, Migration, PolicyMode
+from ncdma.model.policy import Bar, Method, Migration, PolicyMode
 from ncdma.model.verdict import Mode, decide
 from ncdma.settings import parse_flag_value
 from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
@@ -50,7 +50,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(json.dumps(check_json(report, verdict), indent=2))
     else:
         print(check_text(report, verdict))
-    return EXIT_OK if verdict.mode is Mode.ENFORCE else EXIT_FAILED
+    return EXIT_OK if verdict.methods else EXIT_FAILED
 
 
 def run_enable(args: argparse.Namespace) -> int:
@@ -60,7 +60,8 @@ def run_enable(args: argparse.Namespace) -> int:
     from ncdma.virt.enable import enable_domain
 
     options = {name: value for name, value in (("mode", args.mode), ("require", args.require),
-               ("migration", args.migration), ("bars", args.bars)) if value is not None}
+               ("migration", args.migration), ("bars", args.bars), ("method", args.method),
+               ("allow_uncached_display", args.allow_uncached_display)) if value is not None}
     wrapper = load_settings().wrapper
     with connection(args.connect) as conn:
         policy, running = enable_domain(conn, args.domain, options, str(wrapper))
@@ -195,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("--bars", metavar="LIST",
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
                              " (default hostmem)")
+    enable.add_argument("--method", choices=[m.value for m in Method],
+                        help="slot (default): the flag on memslots; vm: guest PAT honored for "
+                             "the whole VM (KVM_X86_QUIRK_IGNORE_GUEST_PAT disabled); auto: "
+                             "slot, else vm, else audit")
+    enable.add_argument("--allow-uncached-display", choices=["yes", "no"],
+                        help="yes: allow method vm with a bochs/stdvga/cirrus display whose "
+                             "guest driver maps VRAM write-combining (default no)")
     enable.set_defaults(handler=run_enable)
 
     disable = _domain_command(

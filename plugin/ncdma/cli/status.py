@@ -11,7 +11,8 @@ def status_text(status: DomainStatus) -> str:
     lines = [f"{plan.domain} ({plan.uuid})",
              f"mode: {plan.mode_text} (requested {plan.requested.value}, "
              f"require {'yes' if plan.require else 'no'}, bars {','.join(plan.bars)}, "
-             f"flag {plan.flag:#x})"]
+             f"flag {plan.flag:#x})",
+             f"method: {plan.method.value} (requested {plan.requested_method.value})"]
     lines.extend(f"  why: {reason}" for reason in plan.reasons)
     guard = "alive" if status.guard_alive else "NOT running"
     lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))

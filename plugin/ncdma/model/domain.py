@@ -40,3 +40,6 @@ class Domain:
     gpus: tuple[GpuDevice, ...]
     policy: Policy | None
     dac_label: str | None = None  # libvirt's <seclabel model='dac'><label>: QEMU's uid:gid
+    # displays whose old guest drivers map VRAM uncached (bochs-drm, stdvga, cirrus), as the
+    # XML names them: guest PAT honored for the whole VM would make them ~23x slower
+    uncached_displays: tuple[str, ...] = ()

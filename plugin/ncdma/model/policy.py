@@ -34,6 +34,15 @@ class Migration(str, enum.Enum):
     COPY = "copy"
 
 
+class Method(str, enum.Enum):
+    """How guest PAT is honored: per memslot (the patched kernels' flag), for the whole VM
+    (upstream's KVM_X86_QUIRK_IGNORE_GUEST_PAT disabled), or whichever the host allows."""
+
+    SLOT = "slot"
+    VM = "vm"
+    AUTO = "auto"
+
+
 class Bar(str, enum.Enum):
     """A virtio-gpu BAR the policy can select for tagging."""
 
@@ -50,6 +59,10 @@ class Policy:
     migration: Migration = Migration.REFUSE
     bars: frozenset[Bar] = frozenset({Bar.HOSTMEM})
     emulator: str | None = None
+    method: Method = Method.SLOT
+    # method vm with a bochs/stdvga/cirrus display: the operator vouches that its guest
+    # driver maps VRAM write-combining (an uncached one is ~23x slower with guest PAT honored)
+    allow_uncached_display: bool = False
 
     def attributes(self) -> dict[str, str]:
         """The element's attributes that describe this policy (the inverse of parse_policy)."""
@@ -61,6 +74,10 @@ class Policy:
         }
         if self.emulator:
             attributes["emulator"] = self.emulator
+        if self.method is not Method.SLOT:  # absent means slot: older XML stays as it was
+            attributes["method"] = self.method.value
+        if self.allow_uncached_display:
+            attributes["allow_uncached_display"] = "yes"
         return attributes
 
 
@@ -77,11 +94,11 @@ def _choice(attributes: Mapping[str, str], name: str, kind: type[enum.Enum],
                           f"allowed values: {allowed}", name) from None
 
 
-def _require(attributes: Mapping[str, str]) -> bool:
-    text = attributes.get("require", "no")
+def _yes_no(attributes: Mapping[str, str], name: str) -> bool:
+    text = attributes.get(name, "no")
     if text not in ("yes", "no"):
-        raise PolicyError(f"ncdma metadata: attribute 'require' is {text[:40]!r}",
-                          "allowed values: yes, no", "require")
+        raise PolicyError(f"ncdma metadata: attribute '{name}' is {text[:40]!r}",
+                          "allowed values: yes, no", name)
     return text == "yes"
 
 
@@ -117,15 +134,18 @@ def parse_policy(attributes: Mapping[str, str]) -> Policy:
 
     :raise PolicyError: When an attribute is unknown or has a value outside its choices.
     """
-    known = {"mode", "require", "migration", "bars", "emulator"}
+    known = {"mode", "require", "migration", "bars", "emulator", "method",
+             "allow_uncached_display"}
     unknown = sorted(set(attributes) - known)
     if unknown:
         raise PolicyError(f"ncdma metadata: unknown attribute '{unknown[0][:40]}'",
                           f"allowed attributes: {', '.join(sorted(known))}", unknown[0])
     return Policy(
         mode=PolicyMode(_choice(attributes, "mode", PolicyMode, PolicyMode.ENFORCE)),
-        require=_require(attributes),
+        require=_yes_no(attributes, "require"),
         migration=Migration(_choice(attributes, "migration", Migration, Migration.REFUSE)),
         bars=_bars(attributes),
         emulator=_emulator(attributes),
+        method=Method(_choice(attributes, "method", Method, Method.SLOT)),
+        allow_uncached_display=_yes_no(attributes, "allow_uncached_display"),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ncdma.standin import label
@@ -25,14 +25,29 @@ class Mode(str, enum.Enum):
     NONE = "none"
 
 
+NOT_PROBED = "the host was not probed for KVM_X86_QUIRK_IGNORE_GUEST_PAT"
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The best mode for a host; ``reasons`` say why it is not better, ``notes`` add context."""
+    """The best mode for a host; ``reasons`` say why it is not better, ``notes`` add context.
+
+    ``mode`` and ``reasons`` are the memslot flag's (method slot); ``vm_reasons`` say why the
+    whole-VM method (KVM_X86_QUIRK_IGNORE_GUEST_PAT disabled) cannot be used: none, it can.
+    """
 
     mode: Mode
     reasons: tuple[str, ...]
     notes: tuple[str, ...]
     stand_in: bool = False  # enforce through the lab's stand-in flag (ncdma.standin)
+    vm_reasons: tuple[str, ...] = (NOT_PROBED,)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this host allows (policy values: 'slot', 'vm')."""
+        allowed = ("slot",) if self.mode is Mode.ENFORCE else ()
+        return (*allowed, "vm") if self.mode is not Mode.NONE and not self.vm_reasons \
+            else allowed
 
 
 def _blockers(report: HostReport) -> list[str]:
@@ -76,6 +91,31 @@ def _cpu_reasons(report: HostReport) -> list[str]:
     return []
 
 
+def vm_reasons(report: HostReport) -> list[str]:
+    """Why KVM_X86_QUIRK_IGNORE_GUEST_PAT cannot be disabled to honor guest PAT for a whole VM
+    (empty when it can: the kernel offers the quirk's bit, on Intel with VMX, EPT and
+    self-snoop)."""
+    probe, cpu = report.probe, report.cpu
+    if probe is None:
+        return [report.probe_error]
+    reasons = []
+    if not probe.ignore_guest_pat_quirk_disableable:
+        reasons.append(f"kernel {report.kernel} does not offer KVM_X86_QUIRK_IGNORE_GUEST_PAT "
+                       f"(0x200) in KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2) (mask "
+                       f"{probe.quirks2_mask:#x}): use Linux 6.16 or later, or 6.12.78 or "
+                       f"later, on an Intel CPU with EPT and self-snoop")
+    if not cpu.is_intel:
+        reasons.append(f"CPU vendor is {cpu.vendor}: disabling the quirk changes memory types "
+                       f"only on Intel VMX with EPT (AMD NPT already honors guest PAT)")
+    elif not (cpu.vmx and cpu.ept):
+        reasons.append("the CPU does not run KVM with VMX and EPT: enable VT-x and load "
+                       "kvm_intel with ept=1")
+    elif not cpu.self_snoop:
+        reasons.append("the CPU lacks self-snoop (CPUID.1:EDX bit 27, flag ss): KVM honors "
+                       "guest PAT per VM only with it")
+    return reasons
+
+
 def _notes(report: HostReport) -> list[str]:
     """Context that does not change the mode."""
     notes = []
@@ -85,7 +125,7 @@ def _notes(report: HostReport) -> list[str]:
         notes.append("libvirt's QEMU daemon is not installed: install libvirt-daemon-driver-qemu")
     if report.probe is not None and report.probe.ignore_guest_pat_quirk_disableable:
         notes.append("KVM_X86_QUIRK_IGNORE_GUEST_PAT can be disabled: the whole-VM upstream "
-                     "alternative is available on this host")
+                     "alternative (policy method='vm') is available on this host")
     return notes
 
 
@@ -113,8 +153,10 @@ def decide(report: HostReport, stand_in: bool = False) -> Verdict:
     notes = tuple(_notes(report))
     blockers = _blockers(report)
     if blockers:
-        return Verdict(Mode.NONE, tuple(blockers), notes)
+        return Verdict(Mode.NONE, tuple(blockers), notes, vm_reasons=tuple(blockers))
+    whole_vm = tuple(vm_reasons(report))
     if stand_in:
-        return _stand_in(report)
+        return replace(_stand_in(report), vm_reasons=whole_vm)
     reasons = _kernel_reasons(report) + _cpu_reasons(report)
-    return Verdict(Mode.AUDIT if reasons else Mode.ENFORCE, tuple(reasons), notes)
+    return Verdict(Mode.AUDIT if reasons else Mode.ENFORCE, tuple(reasons), notes,
+                   vm_reasons=whole_vm)

@@ -41,6 +41,11 @@ _VGA_ARCHES = frozenset({"i686", "x86_64", "ppc64", "ppc64le"})
 #: machine prefixes on which libvirt puts an unaddressed virtio device on PCI.
 _NO_VGA_PCI_MACHINES = {"aarch64": ("virt",), "riscv64": ("virt",)}
 _BUS_SUFFIX = {"pci": "-pci", "ccw": "-ccw", "virtio-mmio": "-device"}
+#: Displays whose guest drivers may map VRAM uncached (the 6.11 bochs-drm regression).
+_UNCACHED_VIDEO_MODELS = frozenset({"vga", "bochs", "cirrus"})
+_UNCACHED_VGA_OPTIONS = frozenset({"std", "cirrus"})
+_UNCACHED_DEVICES = frozenset({"VGA", "secondary-vga", "isa-vga", "bochs-display", "cirrus-vga",
+                               "isa-cirrus-vga"})
 
 
 def parse_size(text: str) -> int:
@@ -224,6 +229,20 @@ def _commandline_gpus(root: etree._Element) -> list[GpuDevice]:
     return gpus
 
 
+def _uncached_displays(root: etree._Element) -> tuple[str, ...]:
+    """The bochs, stdvga and cirrus displays of the domain, named as its XML gives them."""
+    found = [f"<video><model type='{model.get('type')}'>"
+             for model in root.iterfind("devices/video/model")
+             if model.get("type") in _UNCACHED_VIDEO_MODELS]
+    args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
+    for flag, value in zip(args, args[1:]):
+        if flag == "-vga" and value in _UNCACHED_VGA_OPTIONS:
+            found.append(f"-vga {value}")
+        elif flag == "-device" and _device_options(value).get("driver") in _UNCACHED_DEVICES:
+            found.append(f"-device {_device_options(value)['driver']}")
+    return tuple(found)
+
+
 def _policy(root: etree._Element) -> Policy | None:
     elements = root.findall(f"metadata/{ELEMENT}")
     if not elements:
@@ -255,6 +274,7 @@ def parse_domain(xml: str | bytes) -> Domain:
         gpus=tuple(_video_gpus(root, _override_properties(root)) + _commandline_gpus(root)),
         policy=_policy(root),
         dac_label=root.findtext("seclabel[@model='dac']/label"),
+        uncached_displays=_uncached_displays(root),
     )
 
 
