@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ncdma.model.plan import Plan
-from ncdma.model.policy import PolicyMode
+from ncdma.model.policy import Method, PolicyMode
 from ncdma.model.verdict import Mode
 from ncdma.linux.pidfd import alive
 from ncdma.settings import load_settings
@@ -65,14 +65,16 @@ class GuardedHost:
             self.service.wait(10)
 
     def plan(self, mode: Mode, bars: Sequence[str] = ("vram",), require: bool = False,
-             emulator: str = QEMU, user: tuple[int, int] = (0, 0)) -> str:
+             emulator: str = QEMU, user: tuple[int, int] = (0, 0),
+             method: Method = Method.SLOT) -> str:
         """Write the plan the prepare hook would write (QEMU runs as ``user``); return the
         domain's UUID."""
         domain = str(uuid.uuid4())
         write_plan(self.settings, Plan(f"vm-{domain[:8]}", domain, PolicyMode.ENFORCE, mode,
                                        require, tuple(bars), "refuse", self.settings.flag,
                                        emulator, ("video0",), (), qemu_uid=user[0],
-                                       qemu_gid=user[1], wrapper=str(WRAPPER)))
+                                       qemu_gid=user[1], wrapper=str(WRAPPER), method=method,
+                                       requested_method=method))
         return domain
 
     def wrapper_argv(self, domain: str, *qemu_args: str) -> list[str]:

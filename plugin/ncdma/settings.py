@@ -16,6 +16,8 @@ The file is INI, one section ``[ncdma]``; every key is optional::
     # every host a domain can migrate to), and the QEMU it runs by default
     wrapper = /usr/local/libexec/ncdma/ncdma-qemu
     qemu = /usr/bin/qemu-system-x86_64
+    # the preload library method="vm" adds to QEMU's LD_PRELOAD (built from preload/)
+    preload = /usr/local/libexec/ncdma/libncdma-pat.so
     # the group libvirt runs QEMU with (qemu.conf's group): the only one, besides root,
     # that may connect to the guard service's socket (root only when it does not exist)
     qemu_group = libvirt-qemu
@@ -61,6 +63,7 @@ class Settings:
     hook_timeout: float = 10.0
     wrapper: Path = Path("/usr/local/libexec/ncdma/ncdma-qemu")
     qemu: Path = Path("/usr/bin/qemu-system-x86_64")
+    preload: Path = Path("/usr/local/libexec/ncdma/libncdma-pat.so")
     qemu_group: str = "libvirt-qemu"
     source: Path | None = None
     stand_in: bool = False  # lab_stand_in: ``flag`` is then ncdma.standin.STAND_IN_FLAG
@@ -98,7 +101,7 @@ def _absolute(path: Path, key: str, value: str) -> Path:
 def _parse(path: Path, values: dict[str, str]) -> Settings:
     defaults = Settings()
     known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu",
-             "qemu_group", "lab_stand_in"}
+             "preload", "qemu_group", "lab_stand_in"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
@@ -134,6 +137,8 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
         wrapper=_absolute(path, "wrapper", values["wrapper"])
         if "wrapper" in values else defaults.wrapper,
         qemu=_absolute(path, "qemu", values["qemu"]) if "qemu" in values else defaults.qemu,
+        preload=_absolute(path, "preload", values["preload"])
+        if "preload" in values else defaults.preload,
         qemu_group=values.get("qemu_group", defaults.qemu_group),
         source=path,
         stand_in=stand_in,

@@ -7,6 +7,10 @@ the real QEMU with the same pid, arguments and inherited file descriptors, plus 
 QMP socket for the guard. Without a plan (libvirt probing capabilities, a domain that does
 not opt in, mode off or none) it execs QEMU untouched.
 
+With method vm (enforce) it also adds ncdma's preload library to QEMU's LD_PRELOAD: it
+disables KVM_X86_QUIRK_IGNORE_GUEST_PAT on QEMU's VM fd right after KVM_CREATE_VM, fails
+closed as the policy says, and reports to the guard in the domain's ``qmp/`` directory.
+
 If the service cannot be reached, a domain whose policy requires ncdma fails to start
 with one line on stderr (libvirt shows it); any other runs unguarded and says so. Once
 the filter is installed there is no unguarded way back: a refusal, or no answer within
@@ -20,17 +24,17 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ncdma.errors import GuardAttachError, NcdmaError
+from ncdma.errors import GuardAttachError, NcdmaError, PreloadError
 from ncdma.guard.attach import ACK, ATTACH_TIMEOUT_S, MAX_REQUEST, AttachRequest
 from ncdma.kvm.abi import MEMSLOT_IOCTLS
 from ncdma.linux import seccomp
 from ncdma.model.plan import WrapperPlan
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings, load_settings
-from ncdma.store.state import read_wrapper_plan
+from ncdma.store.state import PAT_REPORT, read_wrapper_plan
 
 
 def _argument(argv: Sequence[str], option: str) -> str | None:
@@ -107,30 +111,65 @@ def attach_guard(settings: Settings, plan: WrapperPlan) -> str:
     return str(answer["qmp_socket"])
 
 
-def qemu_argv(argv: Sequence[str], settings: Settings) -> tuple[str, list[str]]:
-    """The QEMU binary and arguments to exec, the guard attached when the plan asks."""
+def preload_environment(plan: WrapperPlan, settings: Settings, qmp_socket: str | None,
+                        environment: Mapping[str, str]) -> dict[str, str]:
+    """QEMU's environment: with method vm (enforce), ncdma's preload library first in
+    LD_PRELOAD, told the policy's require, the domain and where to report (next to the QMP
+    socket, when the guard is attached).
+
+    :raise PreloadError: When the library is not readable and the policy requires it.
+    """
+    result = dict(environment)
+    if not plan.disables_quirk:
+        return result
+    library = str(settings.preload)
+    if not os.access(library, os.R_OK):
+        problem = (f"method vm needs ncdma's preload library {library}, which is missing or "
+                   f"unreadable")
+        if plan.require:
+            raise PreloadError(f"QEMU not started: {problem}", "run install-host, or set "
+                               "preload in /etc/ncdma/ncdma.conf", settings.preload)
+        print(f"ncdma-qemu: warning: {plan.domain}: {problem}: guest PAT is NOT honored",
+              file=sys.stderr)
+        return result
+    result["LD_PRELOAD"] = " ".join(filter(None, (library, environment.get("LD_PRELOAD"))))
+    result["NCDMA_PAT_REQUIRE"] = "1" if plan.require else "0"
+    result["NCDMA_PAT_DOMAIN"] = plan.domain
+    if qmp_socket is not None:
+        report = os.path.join(os.path.dirname(qmp_socket), os.path.basename(PAT_REPORT))
+        result["NCDMA_PAT_REPORT"] = report
+    return result
+
+
+def qemu_argv(argv: Sequence[str], settings: Settings,
+              environment: Mapping[str, str]) -> tuple[str, list[str], dict[str, str]]:
+    """The QEMU binary, arguments and environment to exec, the guard attached when the plan
+    asks."""
     uuid = _argument(argv, "-uuid")
     plan = read_wrapper_plan(settings, uuid) if uuid else None
     emulator = real_emulator(plan, settings)
     if plan is None or plan.mode is Mode.NONE:
-        return emulator, list(argv)
+        return emulator, list(argv), dict(environment)
+    if plan.disables_quirk and plan.require:
+        preload_environment(plan, settings, None, environment)  # refuse before any filter
     try:
         qmp_socket = attach_guard(settings, plan)
     except GuardAttachError as err:
         if plan.require or err.filtered:
             raise
         print(f"ncdma-qemu: warning: {plan.domain} runs unguarded: {err}", file=sys.stderr)
-        return emulator, list(argv)
+        return emulator, list(argv), preload_environment(plan, settings, None, environment)
     if plan.share_device_ram:
         argv = with_machine_option(argv, "aux-ram-share=on")
-    return emulator, [*argv, "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    return emulator, [*argv, "-qmp", f"unix:{qmp_socket},server=on,wait=off"], \
+        preload_environment(plan, settings, qmp_socket, environment)
 
 
 def main() -> int:
     """Entry point ``ncdma-qemu``: become the real QEMU, or say in one line why not."""
     try:
-        emulator, argv = qemu_argv(sys.argv[1:], load_settings())
-        os.execv(emulator, [emulator, *argv])
+        emulator, argv, environment = qemu_argv(sys.argv[1:], load_settings(), os.environ)
+        os.execve(emulator, [emulator, *argv], environment)
     except NcdmaError as err:
         print(f"ncdma-qemu: {err}", file=sys.stderr)
     except OSError as err:

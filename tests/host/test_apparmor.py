@@ -80,8 +80,10 @@ def test_the_abstraction_ncdmas_role_extends_compiles_and_grants_no_domain_state
         ansible_managed="test", ncdma_wrapper="/usr/local/libexec/ncdma/ncdma-qemu",
         ncdma_prefix="/opt/ncdma", _ncdma_conf="/etc/ncdma/ncdma.conf",
         ncdma_qemu="/usr/bin/qemu-system-x86_64", _ncdma_guard_socket="/run/ncdma/guard.sock",
-        ncdma_log_file="/var/log/ncdma/ncdma.log", ncdma_state_dir="/run/ncdma")
+        ncdma_log_file="/var/log/ncdma/ncdma.log", ncdma_state_dir="/run/ncdma",
+        _ncdma_preload="/usr/local/libexec/ncdma/libncdma-pat.so")
     assert "/run/ncdma/domains" not in rules
+    assert "/usr/local/libexec/ncdma/libncdma-pat.so mr," in rules  # method vm in QEMU
     (tmp_path / "ncdma").write_text(rules)
     profile = tmp_path / "profile"
     profile.write_text("#include <tunables/global>\nprofile t {\n  #include <abstractions/base>\n"

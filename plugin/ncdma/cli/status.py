@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from ncdma.model.plan import Plan
+from ncdma.model.policy import Method
+from ncdma.model.verdict import Mode
 from ncdma.store.status import DomainStatus, kvm_range_name
+
+
+def guest_pat_text(plan: Plan, journal: dict[str, Any]) -> str | None:
+    """Method vm's VM-level line, from what the guard journaled (None for method slot)."""
+    if plan.method is not Method.VM:
+        return None
+    if plan.mode is not Mode.ENFORCE:
+        return f"guest PAT: NOT honored (mode {plan.mode.value}: see why above)"
+    state = journal.get("guest_pat")
+    if not isinstance(state, dict):
+        return "guest PAT: not known yet (the guard journals it at QEMU's first memslot ioctl)"
+    if state.get("honored") is True:
+        return f"guest PAT: honored for the whole VM ({state.get('reason')})"
+    return f"guest PAT: NOT honored: {state.get('reason')}"
 
 
 def status_text(status: DomainStatus) -> str:
@@ -17,6 +36,9 @@ def status_text(status: DomainStatus) -> str:
     guard = "alive" if status.guard_alive else "NOT running"
     lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))
     journal = status.journal or {}
+    pat = guest_pat_text(plan, journal)
+    if pat is not None:
+        lines.append(pat)
     counts, latency = journal.get("counts", {}), journal.get("latency_us", {})
     if counts:
         lines.append(f"  decisions {counts.get('tag', 0)} tag, {counts.get('keep', 0)} keep, "

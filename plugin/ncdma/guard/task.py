@@ -44,11 +44,13 @@ from ncdma.linux.pidfd import alive, pidfd_open
 from ncdma.linux.procfs import exiting
 from ncdma.model.layout import FlatRange, Layout, learn_vram_hva
 from ncdma.model.plan import Plan
+from ncdma.model.policy import Method
 from ncdma.model.slot import Action, Decision
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings
 from ncdma.store.files import write_json
 from ncdma.store.journal import Journal, SlotRecord
+from ncdma.store.patreport import NOT_REPORTED, read_pat_report
 from ncdma.store.state import FLATVIEW_FILE, PENDING_FILE, QMP_SOCKET, write_guard_pid
 
 _PENDING = struct.Struct("<QQQ?")  # notification id, QEMU thread id, struct address, v2
@@ -135,7 +137,8 @@ class Guard:
         self.qemu_pid = qemu_pid
         self.plan = plan
         self.bars = frozenset(plan.bars)
-        self.enforce = plan.mode is Mode.ENFORCE
+        self.enforce = plan.tags_slots  # method vm: no memslot is ever flagged
+        self.directory = directory
         self.log = log
         self.watcher = watcher
         self.journal = Journal(directory, plan.mode.value, plan.flag, qemu_pid,
@@ -205,6 +208,7 @@ class Guard:
         previous: SlotRecord | None = None
         flag_set = False
         try:
+            self._learn_guest_pat()
             os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
                                                   self._is_v2(note)), 0)
             asked = self._memory().read_region(note.args[2], self._is_v2(note))
@@ -232,6 +236,22 @@ class Guard:
         if request is not None and decision is not None:
             self._fault_point(decision, previous)
             self._journal(request, decision, flag_set)
+
+    def _learn_guest_pat(self) -> None:
+        """Method vm: journal what QEMU's preload library reported. It reports right after
+        KVM_CREATE_VM, before any memslot ioctl, so no report at the first one means it did
+        not run."""
+        if self.plan.method is not Method.VM or self.plan.mode is not Mode.ENFORCE \
+                or self.journal.guest_pat is not None:
+            return
+        state = read_pat_report(self.directory) or NOT_REPORTED
+        self.journal.guest_pat = state
+        if state.honored:
+            self.log.info("guard %s: guest PAT honored for the whole VM: %s", self.plan.domain,
+                          state.reason)
+        else:
+            self.log.warning("guard %s: guest PAT is NOT honored: %s", self.plan.domain,
+                             state.reason)
 
     def _track_mapping(self, request: Memslot, decision: Decision,
                        previous: SlotRecord | None) -> None:
@@ -296,8 +316,10 @@ class Guard:
             self.log.warning("guard %s: %s: %s", self.plan.domain, request.describe(),
                              decision.reason)
         if decision.action is Action.TAG:
+            untagged = "not flagged (method vm)" if self.plan.method is Method.VM \
+                else "would be tagged (audit)"
             self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
-                          "tagged" if flag_set else "would be tagged (audit)", decision.owner)
+                          "tagged" if flag_set else untagged, decision.owner)
         if self.watcher is not None:
             self.watcher.wanted.set()  # the layout changed (a BAR may have moved): refresh
         self._save()

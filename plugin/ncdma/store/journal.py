@@ -23,6 +23,7 @@ from typing import Any
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.slot import Action, Decision
 from ncdma.store.files import read_json_object, write_json
+from ncdma.store.patreport import GuestPat
 from ncdma.store.state import INTENT_FILE, SLOTS_FILE
 
 EVENTS_KEPT = 256
@@ -61,6 +62,7 @@ class Journal:
         self.latency_us: dict[str, int] = {}
         self.sequence = 0
         self.intent: int | None = None
+        self.guest_pat: GuestPat | None = None  # method vm: the VM-level state, once known
 
     @property
     def tagged(self) -> dict[int, tuple[int, int, int]]:
@@ -111,7 +113,8 @@ class Journal:
                 "qemu_pid": self.qemu_pid, "capture_at_exit": self.capture_at_exit,
                 "sequence": self.sequence, "counts": dict(self.counts), "latency_us": self.latency_us,
                 "slots": [asdict(record) for _, record in sorted(self.slots.items())],
-                "events": list(self.events)}
+                "events": list(self.events),
+                "guest_pat": self.guest_pat.to_json() if self.guest_pat else None}
 
     def save(self) -> None:
         """Write slots.json atomically.
@@ -127,6 +130,8 @@ class Journal:
         self.slots = {record["slot"]: SlotRecord(**record) for record in data.get("slots", [])}
         self.counts.update(data.get("counts", {}))
         self.sequence = int(data.get("sequence", 0))
+        if isinstance(data.get("guest_pat"), dict):
+            self.guest_pat = GuestPat.from_json(data["guest_pat"])
         intent = read_json_object(self.path.with_name(INTENT_FILE))
         if intent is not None and intent["sequence"] > self.sequence:
             self.sequence = intent["sequence"]

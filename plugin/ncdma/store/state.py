@@ -32,6 +32,8 @@ FLATVIEW_FILE = "flatview.json"  # QEMU's flat view, as the guard last read it o
 GUARD_PID_FILE = "guard.pid"
 PENDING_FILE = "pending"         # the notification the guard is answering (for a successor)
 QMP_SOCKET = "qmp/qmp.sock"      # QEMU's private QMP socket, in a directory QEMU's user owns
+# method vm: what QEMU's preload library said of KVM_X86_QUIRK_IGNORE_GUEST_PAT (QEMU writes it)
+PAT_REPORT = "qmp/guest-pat.json"
 
 
 _Parsed = TypeVar("_Parsed")

@@ -43,6 +43,7 @@ def domain_rules(settings: Settings, uuid: str) -> str:
             f"  \"{directory}/wrapper.json\" r,\n"
             f"  \"{directory}/qmp/\" r,\n"
             f"  \"{directory}/qmp/qmp.sock\" rw,\n"
+            f"  \"{directory}/qmp/guest-pat.json\" w,\n"
             f"  {_END}\n")
 
 
