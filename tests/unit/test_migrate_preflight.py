@@ -81,3 +81,37 @@ def test_copy_refusals_say_why(facts, destination, options, words) -> None:
 def test_a_destination_that_cannot_tag_is_fine_for_a_domain_without_tagged_slots() -> None:
     decision = decide(source("copy"), {**READY, "mode": "none", "reasons": ["x"]}, OPTIONS)
     assert isinstance(decision, Decision) and decision.strategy is Strategy.PLAIN
+
+
+VM_SOURCE = dict(method="vm", mode="enforce", requested="enforce")
+
+
+@pytest.mark.parametrize("destination, problem", [
+    ({**READY, "methods": [], "vm_reasons": ["kernel 6.1.0 does not offer "
+                                             "KVM_X86_QUIRK_IGNORE_GUEST_PAT (0x200)"]},
+     "does not offer KVM_X86_QUIRK_IGNORE_GUEST_PAT"),
+    ({**READY, "mode": "enforce", "methods": ["slot"], "vm_reasons": ["CPU lacks self-snoop"]},
+     "CPU lacks self-snoop"),
+    ({**READY, "mode": "enforce"}, "its ncdma does not know method vm"),  # an older peer
+])
+def test_method_vm_needs_a_destination_that_allows_vm(destination, problem) -> None:
+    refusal = decide(source("copy", **VM_SOURCE), destination, OPTIONS)
+    assert isinstance(refusal, Refusal) and "\n" not in refusal.reason
+    assert "honors guest PAT for the whole VM (method vm) but the destination does not allow "\
+        "method vm" in refusal.reason and problem in refusal.reason
+
+
+def test_method_vm_migrates_to_a_destination_that_allows_vm() -> None:
+    destination = {**READY, "methods": ["vm"], "vm_reasons": []}
+    decision = decide(source("copy", **VM_SOURCE), destination, OPTIONS)
+    assert isinstance(decision, Decision) and decision.strategy is Strategy.PLAIN
+    # blob slots the guard selected are still carried as the policy says (dirty logging
+    # cannot see a device's writes, whatever the method)
+    assert decide(source("copy", BLOB, **VM_SOURCE), destination, OPTIONS).strategy \
+        is Strategy.COPY
+
+
+def test_method_vm_in_audit_or_method_slot_asks_nothing_of_the_destination_method() -> None:
+    bare = {**READY, "methods": [], "vm_reasons": ["no quirk"]}
+    assert isinstance(decide(source("copy", method="vm"), bare, OPTIONS), Decision)
+    assert isinstance(decide(source("copy", mode="enforce"), bare, OPTIONS), Decision)

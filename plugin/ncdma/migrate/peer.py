@@ -48,6 +48,7 @@ def preflight(settings: Settings) -> dict[str, Any]:
     qemu = program_version((str(settings.qemu), *QEMU_PROGRAMS))
     return {"schema_version": PEER_SCHEMA_VERSION, "ncdma": __version__,
             "mode": verdict.mode.value, "reasons": list(verdict.reasons), "flag": settings.flag,
+            "methods": list(verdict.methods), "vm_reasons": list(verdict.vm_reasons),
             "stand_in": verdict.stand_in,
             "qemu": qemu, "aux_ram_share": qemu_has_aux_ram_share(str(settings.qemu)),
             "hook_installed": HOOK_PATH.exists(),

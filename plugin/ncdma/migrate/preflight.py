@@ -69,11 +69,18 @@ class SourceFacts:
     guard_alive: bool = False
     capture_at_exit: bool = False
     notes: tuple[str, ...] = ()
+    method: str = "slot"  # the plan's method: slot (memslot flag) or vm (the whole VM)
 
     @property
     def opted_in(self) -> bool:
         """True if ncdma runs this domain here."""
         return self.migration is not None
+
+    @property
+    def honors_guest_pat_per_vm(self) -> bool:
+        """The domain runs here with KVM_X86_QUIRK_IGNORE_GUEST_PAT disabled (method vm,
+        enforce): its destination must be able to do the same."""
+        return self.method == "vm" and self.mode == Mode.ENFORCE.value
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,11 @@ def _destination_problems(source: SourceFacts, destination: dict[str, Any]) -> l
     if source.require and _MODE_RANK.get(mode, 0) < _MODE_RANK.get(str(source.requested), 0):
         problems.append(f"the policy requires {source.requested} mode but it allows {mode}: "
                         f"{'; '.join(destination['reasons'])}")
+    methods = destination.get("methods", ["slot"] if mode == Mode.ENFORCE.value else [])
+    if source.honors_guest_pat_per_vm and "vm" not in methods:
+        why = destination.get("vm_reasons") or ["its ncdma does not know method vm: update it"]
+        problems.append(f"the domain honors guest PAT for the whole VM (method vm) but the "
+                        f"destination does not allow method vm: {'; '.join(why)}")
     return problems
 
 

@@ -25,4 +25,4 @@ def gather_source(settings: Settings, name: str, uuid: str, xml: str) -> SourceF
                    if is_selected(record))
     return SourceFacts(name, uuid, plan.migration, plan.requested.value, plan.require,
                        plan.mode.value, tagged, guard_pid(settings, plan) is not None,
-                       bool(journal.get("capture_at_exit")), plan.reasons)
+                       bool(journal.get("capture_at_exit")), plan.reasons, plan.method.value)
