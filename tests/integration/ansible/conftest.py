@@ -12,6 +12,7 @@ import pytest
 from lab import Lab, config
 from lab.host import Host
 from lab.playbook import Run, playbook
+from tests.integration.ncdma.conftest import MODES
 
 # What an SSH login and Ansible's own machinery write on any run, whatever the play does:
 # Ansible's remote temporary directory and sshd's login records.
@@ -53,6 +54,36 @@ def deploy(*args: str) -> Run:
     done = playbook(*args)
     assert done.returncode == 0 and done.recap, done.describe()
     return done
+
+
+class Mode:
+    """The mode the role deploys the lab in: audit (this kernel rejects the flag), or enforce
+    with the lab's stand-in flag (ncdma_lab_stand_in=true)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.enforce = name == "enforce"
+        self.args = ("-e", "ncdma_lab_stand_in=true") if self.enforce else ()
+
+    @property
+    def says(self) -> str:
+        """What the role's verify step says about the mode on each host."""
+        return ("ncdma runs in enforce mode (lab stand-in flag 0x2); with the real flag it "
+                "would run audit mode" if self.enforce else "ncdma runs in audit mode")
+
+    def deploy(self, *args: str) -> Run:
+        """site.yml on both lab hosts in this mode."""
+        return deploy(*self.args, *args)
+
+    def playbook(self, *args: str) -> Run:
+        """site.yml in this mode, whatever its outcome."""
+        return playbook(*self.args, *args)
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request: pytest.FixtureRequest) -> Mode:
+    """Each test that deploys runs once per mode (the lab's hosts behave differently)."""
+    return Mode(request.param)
 
 
 def remove_everywhere() -> Run:

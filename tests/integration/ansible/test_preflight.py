@@ -8,20 +8,21 @@ import pytest
 
 from lab import Lab
 from lab.playbook import playbook
-from tests.integration.ansible.conftest import host_files
+from tests.integration.ansible.conftest import Mode, host_files
 
 pytestmark = pytest.mark.lab
 
 
 def test_enforce_required_fails_with_the_probes_reasons_and_changes_nothing(
-        clean_lab: Lab) -> None:
+        clean_lab: Lab, mode: Mode) -> None:
+    """In both modes: the lab's stand-in flag never makes the real flag's verdict enforce."""
     h1 = clean_lab.host("h1")
     probe = h1.run(["env", "PYTHONPATH=/srv/ncdma/plugin", "python3", "-m", "ncdma", "check",
                     "--json"])
     reasons = json.loads(probe.stdout)["reasons"]
     assert probe.returncode == 1 and reasons, "this kernel is not patched: audit at best"
     before = host_files(h1)
-    done = playbook("--limit", "h1", "-e", "ncdma_require_enforce=true")
+    done = mode.playbook("--limit", "h1", "-e", "ncdma_require_enforce=true")
     assert done.returncode != 0 and done.recap["h1"]["failed"] == 1, done.describe()
     assert done.recap["h1"]["changed"] == 0
     message = done.output.partition("ncdma_require_enforce is true, but ncdma check says")[2]
