@@ -7,6 +7,7 @@ needs to tell cases apart (never read out of the message)::
     NcdmaError                    message, hint; exit status 1
      +-- UsageError               a command-line argument is invalid (exit 2)
      |    +-- ConfigError         /etc/ncdma/ncdma.conf is unreadable or bad: path (exit 2)
+     +-- NotRootError             the command needs root and runs as another user
      +-- KvmError                 /dev/kvm or a KVM ioctl failed: errno
      +-- SeccompError             a seccomp or pidfd call failed: call, errno
      +-- SlotMemoryError          a slot's memory cannot be mapped, read or written: pid, hva
@@ -66,6 +67,10 @@ class ConfigError(UsageError):
     def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
+
+
+class NotRootError(NcdmaError):
+    """The command needs root (the system's libvirt, the state directory, QEMU's listeners)."""
 
 
 class KvmError(NcdmaError):

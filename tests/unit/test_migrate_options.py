@@ -8,6 +8,7 @@ import libvirt
 import pytest
 
 from ncdma.cli.main import build_parser
+from ncdma.errors import UsageError
 from ncdma.migrate.channel import SshTarget
 from ncdma.migrate.job import Progress
 from ncdma.migrate.options import MigrateOptions
@@ -44,11 +45,10 @@ def test_parameters_use_libvirts_names() -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "fast"])
-def test_bad_numbers_are_usage_errors(value: str, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
+def test_bad_numbers_are_usage_errors(value: str) -> None:
+    with pytest.raises(UsageError, match="expected a whole number above 0") as raised:
         options("vm", "qemu+ssh://h2/system", "--bandwidth", value)
-    assert exit_info.value.code == 2
-    assert "expected a whole number above 0" in capsys.readouterr().err
+    assert raised.value.exit_status == 2
 
 
 def test_ssh_target_follows_the_uri_as_qemu_ssh_does() -> None:

@@ -11,9 +11,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ncdma import __version__
 from ncdma.cli.check import check_json, check_text
+from ncdma.cli.common import (EXIT_FAILED, EXIT_OK, Parser, add_json, emit, print_error,
+                              require_root)
+from ncdma.cli.domains import bars_argument, run_disable, run_enable, run_list
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_and_libvirt_versions
@@ -25,9 +29,8 @@ from ncdma.settings import parse_flag_value
 from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
 from ncdma.settings import load_settings
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from ncdma.store.status import DomainStatus
 
 log = logging.getLogger("ncdma")
 
@@ -46,63 +49,45 @@ def run_check(args: argparse.Namespace) -> int:
     flag = settings.flag if settings is not None else args.flag
     report = gather_host_report(flag, args.device, qemu_and_libvirt_versions())
     verdict = decide(report, settings is not None and settings.stand_in)
-    if args.json:
-        print(json.dumps(check_json(report, verdict), indent=2))
-    else:
-        print(check_text(report, verdict))
+    emit(args, check_json(report, verdict), check_text(report, verdict))
     return EXIT_OK if verdict.methods else EXIT_FAILED
 
 
-def run_enable(args: argparse.Namespace) -> int:
-    """``ncdma enable``: opt a defined domain in, or update its policy."""
-    # libvirt-python costs ~30 ms to import: only the commands that talk to libvirt pay it.
-    from ncdma.virt.connect import connection
-    from ncdma.virt.enable import enable_domain
-
-    options = {name: value for name, value in (("mode", args.mode), ("require", args.require),
-               ("migration", args.migration), ("bars", args.bars), ("method", args.method),
-               ("allow_uncached_display", args.allow_uncached_display)) if value is not None}
-    wrapper = load_settings().wrapper
-    with connection(args.connect) as conn:
-        policy, running = enable_domain(conn, args.domain, options, str(wrapper))
-    attributes = " ".join(f"{key}={value}" for key, value in policy.attributes().items()
-                          if key != "emulator")
-    print(f"ncdma enabled on {args.domain}: {attributes}; <emulator> is now {wrapper} "
-          f"(was {policy.emulator})")
-    if running:
-        print(f"{args.domain} is running: the change takes effect at its next start")
-    return EXIT_OK
-
-
-def run_disable(args: argparse.Namespace) -> int:
-    """``ncdma disable``: opt a defined domain out, restoring its definition."""
-    from ncdma.virt.connect import connection
-    from ncdma.virt.enable import disable_domain
-
-    with connection(args.connect) as conn:
-        running = disable_domain(conn, args.domain)
-    print(f"ncdma disabled on {args.domain}: metadata removed, original <emulator> restored")
-    if running:
-        print(f"{args.domain} is running: the change takes effect at its next start")
-    return EXIT_OK
-
-
 def run_status(args: argparse.Namespace) -> int:
-    """``ncdma status``: a running domain's mode, guard and slots."""
-    from ncdma.cli.status import status_text
-    from ncdma.store.status import domain_status, status_json
+    """``ncdma status [DOMAIN]``: a running domain's mode, guard and slots; all without one."""
+    from ncdma.cli.status import status_text, summary_text
+    from ncdma.store.status import domain_status, plan_status, running_plans, status_json
 
-    status = domain_status(load_settings(), args.domain)
-    if args.json:
-        print(json.dumps(status_json(status), indent=2))
-    else:
-        print(status_text(status))
-    healthy = status.guard_alive and not status.mismatches
-    return EXIT_OK if healthy or status.plan.mode is Mode.NONE else EXIT_FAILED
+    require_root("ncdma status", None)
+    settings = load_settings()
+    if args.domain is None:
+        statuses = [plan_status(settings, plan) for plan in running_plans(settings)]
+        emit(args, {"domains": [status_json(status) for status in statuses]},
+             summary_text(statuses))
+        return EXIT_OK if all(_healthy(status) for status in statuses) else EXIT_FAILED
+    status = domain_status(settings, _status_reference(args.domain))
+    emit(args, status_json(status), status_text(status))
+    return EXIT_OK if _healthy(status) else EXIT_FAILED
+
+
+def _healthy(status: DomainStatus) -> bool:
+    return (status.guard_alive and not status.mismatches) or status.plan.mode is Mode.NONE
+
+
+def _status_reference(reference: str) -> str:
+    """A domain ID becomes its UUID (libvirt knows IDs; the state directory does not)."""
+    if not reference.isdigit():
+        return reference
+    from ncdma.virt.connect import connection
+    from ncdma.virt.lookup import lookup_domain
+
+    with connection(None) as conn:
+        return str(lookup_domain(conn, reference).UUIDString())
 
 
 def run_migrate(args: argparse.Namespace) -> int:
     """``ncdma migrate``: live-migrate like virsh, carrying tagged slots as the policy says."""
+    require_root("ncdma migrate", args.connect)
     from ncdma.migrate.options import MigrateOptions
     from ncdma.migrate.progress import ProgressDisplay
     from ncdma.migrate.run import Migration
@@ -116,10 +101,12 @@ def run_migrate(args: argparse.Namespace) -> int:
             summary = migration.run()
         except NcdmaError as err:
             display.close()
-            if options.json:
-                migration.summary.error = str(err)
-                print(json.dumps(migration.summary.to_json(), indent=2))
-            raise
+            if not options.json:
+                raise
+            migration.summary.error = str(err)
+            print(json.dumps(migration.summary.to_json(), indent=2))
+            print_error(err, False)
+            return err.exit_status
     display.close()
     print(json.dumps(summary.to_json(), indent=2) if options.json else summary.to_text())
     return EXIT_OK
@@ -145,23 +132,24 @@ def run_guardd(args: argparse.Namespace) -> int:
     """``ncdma guardd``: the root guard service, in the foreground."""
     from ncdma.guard.service import run_service
 
+    require_root("ncdma guardd", None)
     return run_service(load_settings())
 
 
-def _domain_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-                    summary: str, description: str) -> argparse.ArgumentParser:
-    """A subcommand that edits one defined domain through libvirt."""
-    command: argparse.ArgumentParser = commands.add_parser(name, help=summary,
+def _domain_command(commands: argparse._SubParsersAction[Parser], name: str,
+                    summary: str, description: str) -> Parser:
+    """A subcommand that works on defined domains through libvirt."""
+    command: Parser = commands.add_parser(name, help=summary,
                                                            description=description)
-    command.add_argument("domain", metavar="DOMAIN", help="the domain's name")
     command.add_argument("-c", "--connect", metavar="URI",
-                         help="libvirt connection URI (default: libvirt's default, as virsh)")
+                         help="libvirt connection URI (default: the system's, as root)")
+    add_json(command)
     return command
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ncdma command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ncdma",
         description="Tag virtio-gpu BAR memslots KVM_MEM_NON_COHERENT_DMA for libvirt/QEMU VMs.",
         epilog="Exit status: 0 ok, 1 refused or failed, 2 usage error.")
@@ -174,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Probe this host with real KVM ioctls and report whether ncdma can enforce "
                     "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
         epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
-    check.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(check)
     check.add_argument("--flag", type=_flag_argument, default=None, metavar="VALUE",
                        help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default: "
                             f"ncdma.conf's flag, else {DEFAULT_NON_COHERENT_DMA_FLAG:#x}; on a lab "
@@ -186,14 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     enable = _domain_command(
         commands, "enable", "opt a defined domain in (or update its policy)",
         "Add ncdma's policy to a defined domain's <metadata> and make ncdma's wrapper its "
-        "<emulator>. Options not given keep their current (or default) value.")
+        "<emulator>. Options not given keep their current (or default) value. Says "
+        "whether the definition changed (with --json: \"changed\").")
+    enable.add_argument("domain", metavar="DOMAIN", help="the domain's name, UUID or ID")
     enable.add_argument("--mode", choices=[m.value for m in PolicyMode],
                         help="enforce (default): tag; audit: journal only; off: leave alone")
     enable.add_argument("--require", choices=["yes", "no"],
                         help="yes: refuse to start where the mode cannot be honored (default no)")
     enable.add_argument("--migration", choices=[m.value for m in Migration],
                         help="what `ncdma migrate` does with tagged slots (default refuse)")
-    enable.add_argument("--bars", metavar="LIST",
+    enable.add_argument("--bars", metavar="LIST", type=bars_argument,
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
                              " (default hostmem)")
     enable.add_argument("--method", choices=[m.value for m in Method],
@@ -208,16 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
     disable = _domain_command(
         commands, "disable", "opt a defined domain out, restoring it exactly",
         "Remove ncdma's metadata and restore the domain's original <emulator>.")
+    disable.add_argument("domain", metavar="DOMAIN", nargs="?",
+                         help="the domain's name, UUID or ID")
+    disable.add_argument("--all", action="store_true",
+                         help="every defined domain that opts in (see `ncdma list`)")
     disable.set_defaults(handler=run_disable)
 
+    listing = _domain_command(
+        commands, "list", "the defined domains that opt in to ncdma",
+        "List every persistent domain whose definition has ncdma's metadata or names ncdma's "
+        "wrapper as its <emulator> (such a domain cannot start without ncdma: `ncdma disable` "
+        "it before removing ncdma).")
+    listing.set_defaults(handler=run_list)
+
     status = commands.add_parser(
-        "status", help="a running domain's mode, guard health and memslots",
+        "status", help="a running domain's mode, guard health and memslots (all without one)",
         description="Show the mode ncdma runs a domain in and why, whether its guard is alive, "
                     "and every memslot with the guard's verdict, cross-checked against QEMU's "
-                    "flat view.",
-        epilog="Exit status: 0 guard alive and slots consistent, 1 otherwise, 2 usage error.")
-    status.add_argument("domain", metavar="DOMAIN", help="the domain's name or UUID")
-    status.add_argument("--json", action="store_true", help="print one JSON document")
+                    "flat view. Without DOMAIN: one line for every domain running with ncdma.",
+        epilog="Exit status: 0 guard alive and slots consistent (every domain's), 1 otherwise, "
+               "2 usage error.")
+    status.add_argument("domain", metavar="DOMAIN", nargs="?",
+                        help="the domain's name, UUID or ID")
+    add_json(status)
     status.set_defaults(handler=run_status)
 
     migrate = commands.add_parser(
@@ -246,20 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
         "guardd", help="run the guard service (root; started by the system, not by hand)",
         description="The root service that takes each wrapper's seccomp listener and runs one "
                     "memslot guard per domain. Runs in the foreground until SIGTERM.")
+    add_json(guardd)
     guardd.set_defaults(handler=run_guardd)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ncdma command; never lets a traceback reach the operator unless --debug."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        print_error(err, "--json" in argv)
+        return err.exit_status
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="ncdma: %(levelname)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except NcdmaError as err:
-        print(f"ncdma: error: {err}", file=sys.stderr)
+        print_error(err, getattr(args, "json", False))
         return err.exit_status
     except KeyboardInterrupt:
         print("ncdma: interrupted", file=sys.stderr)

@@ -61,3 +61,19 @@ def status_text(status: DomainStatus) -> str:
     else:
         lines.append("flat view: every journaled slot matches a KVM range in QEMU's flat view")
     return "\n".join(lines)
+
+
+def summary_text(statuses: list[DomainStatus]) -> str:
+    """`ncdma status` without a domain: one line per domain running with ncdma."""
+    if not statuses:
+        return "no domain runs with ncdma on this host"
+    lines = [f"{'domain':<24} {'uuid':<36}  {'mode':<10} {'guard':<11} {'tagged':>6}  flat view"]
+    for status in statuses:
+        slots = (status.journal or {}).get("slots", [])
+        tagged = sum(1 for slot in slots if slot["flag_set"])
+        view = ("not read" if status.flatview is None else
+                f"{len(status.mismatches)} MISMATCH" if status.mismatches else "ok")
+        lines.append(f"{status.plan.domain:<24} {status.plan.uuid:<36}  "
+                     f"{status.plan.mode.value:<10} "
+                     f"{'alive' if status.guard_alive else 'NOT running':<11} {tagged:>6}  {view}")
+    return "\n".join(lines)

@@ -37,20 +37,11 @@ from ncdma.store import capture
 from ncdma.store.journal import is_selected
 from ncdma.virt.connect import libvirt_error
 from ncdma.virt.domain import parse_domain, with_emulator
+from ncdma.virt.lookup import lookup_domain
 
 _CAPTURE_WAIT_S = 15.0
 # the definition as libvirt migrates it, passwords included (virsh's --xml files have them)
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
-
-
-def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError:
-        try:
-            return conn.lookupByUUIDString(name)
-        except libvirt.libvirtError as err:
-            raise libvirt_error(err, f"no domain {name!r}") from None
 
 
 def _read_xml_option(path: str | None) -> str | None:
@@ -108,7 +99,7 @@ class Migration:
         self.conn = conn
         self.display = display
         require_local_source(conn, os.uname().nodename)
-        self.domain = _lookup(conn, options.domain)
+        self.domain = lookup_domain(conn, options.domain)
         self.uuid = self.domain.UUIDString()
         self.peer = Peer(SshTarget.from_uri(options.desturi), options.remote_ncdma,
                          settings.state_dir / "ssh")

@@ -33,15 +33,21 @@ class DomainStatus:
     mismatches: tuple[str, ...]
 
 
+def running_plans(settings: Settings) -> list[Plan]:
+    """The plans of every domain started with ncdma on this host, by name."""
+    domains = settings.state_dir / "domains"
+    plans = (read_plan(settings, plan_file.parent.name)
+             for plan_file in (domains.glob(f"*/{PLAN_FILE}") if domains.exists() else ()))
+    return sorted((plan for plan in plans if plan is not None), key=lambda plan: plan.domain)
+
+
 def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
     """The plan of a domain started with ncdma on this host, by name or UUID.
 
     :raise DomainStateError: When no running domain of that name has a plan here.
     """
-    domains = settings.state_dir / "domains"
-    for plan_file in sorted(domains.glob(f"*/{PLAN_FILE}")) if domains.exists() else []:
-        plan = read_plan(settings, plan_file.parent.name)
-        if plan is not None and name_or_uuid in (plan.domain, plan.uuid):
+    for plan in running_plans(settings):
+        if name_or_uuid in (plan.domain, plan.uuid):
             return plan
     raise DomainStateError(f"no domain {name_or_uuid!r} is running with ncdma on this host",
                            "start it with `virsh start` after `ncdma enable`; "
@@ -72,8 +78,12 @@ def cross_check(journal: dict[str, Any] | None,
 
 
 def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
-    """Gather the status of one domain."""
-    plan = find_domain(settings, name_or_uuid)
+    """Gather the status of one domain (a name or UUID)."""
+    return plan_status(settings, find_domain(settings, name_or_uuid))
+
+
+def plan_status(settings: Settings, plan: Plan) -> DomainStatus:
+    """Gather the status of the domain of ``plan``."""
     directory = settings.domain_dir(plan.uuid)
     pid = guard_pid(settings, plan)
     journal = read_journal(directory)

@@ -9,6 +9,7 @@ picks the change up at its next start. Never called from a hook.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import libvirt
 from lxml import etree
@@ -16,7 +17,8 @@ from lxml import etree
 from ncdma.errors import DomainStateError, DomainXmlError
 from ncdma.model.policy import ELEMENT, NAMESPACE, PREFIX, Policy, parse_policy
 from ncdma.virt.connect import libvirt_error
-from ncdma.virt.xmldoc import parse_xml, xml_text
+from ncdma.virt.lookup import lookup_domain
+from ncdma.virt.xmldoc import canonical, parse_xml, xml_text
 
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
 
@@ -81,36 +83,59 @@ def disable_xml(xml: str) -> str:
     return xml_text(root)
 
 
-def _persistent_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+def _persistent_domain(conn: libvirt.virConnect, reference: str) -> libvirt.virDomain:
+    domain = lookup_domain(conn, reference)
     try:
-        domain = conn.lookupByName(name)
         persistent = domain.isPersistent()
     except libvirt.libvirtError as err:
-        raise libvirt_error(err, f"cannot find domain {name}") from None
+        raise libvirt_error(err, f"cannot read domain {reference}") from None
     if not persistent:
-        raise DomainStateError(f"domain {name} is transient",
-                               "define it with `virsh define` first", name)
+        raise DomainStateError(f"domain {domain.name()} is transient",
+                               "define it with `virsh define` first", domain.name())
     return domain
 
 
-def _redefine(conn: libvirt.virConnect, name: str, xml: str) -> bool:
-    """Define the new XML; return whether the domain is running (change applies at next start)."""
+@dataclass(frozen=True)
+class Change:
+    """What `ncdma enable`/`disable` did to one domain's persistent definition."""
+
+    name: str
+    uuid: str
+    changed: bool  # False: the definition already was what was asked, it was not redefined
+    running: bool  # the change applies at its next start
+    policy: Policy | None = None  # enable: the policy now in the definition
+
+
+def _apply(conn: libvirt.virConnect, domain: libvirt.virDomain, old: str, new: str,
+           policy: Policy | None) -> Change:
+    """Define ``new`` unless it says what ``old`` says (then nothing is redefined)."""
+    changed = canonical(new) != canonical(old)
     try:
-        conn.defineXML(xml)
-        return bool(conn.lookupByName(name).isActive())
+        if changed:
+            conn.defineXML(new)
+        running = bool(domain.isActive())
     except libvirt.libvirtError as err:
-        raise libvirt_error(err, f"cannot redefine domain {name}") from None
+        raise libvirt_error(err, f"cannot redefine domain {domain.name()}") from None
+    return Change(domain.name(), domain.UUIDString(), changed, running, policy)
 
 
-def enable_domain(conn: libvirt.virConnect, name: str, options: Mapping[str, str],
-                  wrapper: str) -> tuple[Policy, bool]:
-    """Enable ncdma on a defined domain; return its policy and whether it is running."""
-    domain = _persistent_domain(conn, name)
-    xml, policy = enable_xml(domain.XMLDesc(_XML_FLAGS), options, wrapper)
-    return policy, _redefine(conn, name, xml)
+def enable_domain(conn: libvirt.virConnect, reference: str, options: Mapping[str, str],
+                  wrapper: str) -> Change:
+    """Enable ncdma on a defined domain (an ID, UUID or name), or update its policy."""
+    domain = _persistent_domain(conn, reference)
+    old = domain.XMLDesc(_XML_FLAGS)
+    new, policy = enable_xml(old, options, wrapper)
+    return _apply(conn, domain, old, new, policy)
 
 
-def disable_domain(conn: libvirt.virConnect, name: str) -> bool:
-    """Disable ncdma on a defined domain; return whether it is running."""
-    domain = _persistent_domain(conn, name)
-    return _redefine(conn, name, disable_xml(domain.XMLDesc(_XML_FLAGS)))
+def disable_domain(conn: libvirt.virConnect, reference: str) -> Change:
+    """Disable ncdma on a defined domain (an ID, UUID or name), restoring its definition."""
+    domain = _persistent_domain(conn, reference)
+    old = domain.XMLDesc(_XML_FLAGS)
+    try:
+        new = disable_xml(old)
+    except DomainStateError as err:
+        raise DomainStateError(f"{err.message}: {domain.name()}", "if its <emulator> is "
+                               "ncdma's wrapper, set the original one with `virsh edit`",
+                               domain.name()) from None
+    return _apply(conn, domain, old, new, None)

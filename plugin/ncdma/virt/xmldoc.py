@@ -34,3 +34,8 @@ def parse_xml(xml: str | bytes, remove_comments: bool = False) -> etree._Element
 def xml_text(root: etree._Element) -> str:
     """The document under ``root`` as text."""
     return str(etree.tostring(root, encoding="unicode"))
+
+
+def canonical(xml: str) -> bytes:
+    """``xml`` in canonical form (C14N): equal for documents that say the same."""
+    return bytes(etree.tostring(parse_xml(xml), method="c14n"))
