@@ -10,6 +10,8 @@ The file is INI, one section ``[ncdma]``; every key is optional::
     # log file, and whether to log to syslog/journald too
     log_file = /var/log/ncdma/ncdma.log
     syslog = yes
+    # the least severe messages logged: debug, info, warning or error
+    log_level = info
     # upper bound of one hook operation, seconds
     hook_timeout = 10
     # ncdma's emulator wrapper (domains name it in <emulator>: keep it at the same path on
@@ -50,6 +52,7 @@ UPSTREAM_MEMSLOT_FLAGS = 0b111
 _HIGHEST_FLAG_BIT = 31  # memslot flags are a __u32
 SECTION = "ncdma"
 _MAX_TIMEOUT_S = 300.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Settings:
     state_dir: Path = Path("/run/ncdma")
     log_file: Path | None = Path("/var/log/ncdma/ncdma.log")
     syslog: bool = True
+    log_level: str = "info"
     hook_timeout: float = 10.0
     wrapper: Path = Path("/usr/local/libexec/ncdma/ncdma-qemu")
     qemu: Path = Path("/usr/bin/qemu-system-x86_64")
@@ -100,8 +104,8 @@ def _absolute(path: Path, key: str, value: str) -> Path:
 
 def _parse(path: Path, values: dict[str, str]) -> Settings:
     defaults = Settings()
-    known = {"flag", "state_dir", "log_file", "syslog", "hook_timeout", "wrapper", "qemu",
-             "preload", "qemu_group", "lab_stand_in"}
+    known = {"flag", "state_dir", "log_file", "syslog", "log_level", "hook_timeout", "wrapper",
+             "qemu", "preload", "qemu_group", "lab_stand_in"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' in [{SECTION}]",
@@ -125,6 +129,9 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
     if syslog not in ("yes", "no"):
         raise _bad(path, "syslog", syslog, "yes or no")
     log_file = values.get("log_file")
+    log_level = values.get("log_level", defaults.log_level)
+    if log_level not in LOG_LEVELS:
+        raise _bad(path, "log_level", log_level, ", ".join(LOG_LEVELS))
     stand_in = _stand_in(path, values)
     return Settings(
         flag=STAND_IN_FLAG if stand_in else flag,
@@ -133,6 +140,7 @@ def _parse(path: Path, values: dict[str, str]) -> Settings:
         log_file=(None if log_file == "" else _absolute(path, "log_file", log_file))
         if log_file is not None else defaults.log_file,
         syslog=syslog == "yes",
+        log_level=log_level,
         hook_timeout=timeout,
         wrapper=_absolute(path, "wrapper", values["wrapper"])
         if "wrapper" in values else defaults.wrapper,

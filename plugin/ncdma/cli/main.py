@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ncdma import __version__
@@ -88,27 +89,65 @@ def _status_reference(reference: str) -> str:
 def run_migrate(args: argparse.Namespace) -> int:
     """``ncdma migrate``: live-migrate like virsh, carrying tagged slots as the policy says."""
     require_root("ncdma migrate", args.connect)
+    from ncdma.logs import configure_logging
     from ncdma.migrate.options import MigrateOptions
     from ncdma.migrate.progress import ProgressDisplay
+    from ncdma.migrate.record import record_run
     from ncdma.migrate.run import Migration
+    from ncdma.migrate.summary import Summary
     from ncdma.virt.connect import connection
 
     options = MigrateOptions.from_args(args)
+    settings = load_settings()
+    log = configure_logging(settings, "migrate")
     display = ProgressDisplay(sys.stderr, options.verbose, quiet=options.json)
-    with connection(args.connect) as conn:
-        migration = Migration(options, load_settings(), conn, display)
-        try:
+    summary = Summary(options.domain, options.desturi)
+    try:
+        with connection(args.connect) as conn:
+            migration = Migration(options, settings, conn, display)
+            summary = migration.summary
             summary = migration.run()
-        except NcdmaError as err:
-            display.close()
-            if not options.json:
-                raise
-            migration.summary.error = str(err)
-            print(json.dumps(migration.summary.to_json(), indent=2))
-            print_error(err, False)
-            return err.exit_status
+    except NcdmaError as err:
+        display.close()
+        record_run(settings, summary, err, log)
+        if not options.json:
+            raise
+        summary.error = str(err)
+        print(json.dumps(summary.to_json(), indent=2))
+        print_error(err, False)
+        return err.exit_status
     display.close()
+    record_run(settings, summary, None, log)
     print(json.dumps(summary.to_json(), indent=2) if options.json else summary.to_text())
+    return EXIT_OK
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """``ncdma metrics``: the Prometheus textfile (printed, or written atomically)."""
+    require_root("ncdma metrics", None)
+    from ncdma.cli.metrics import gather, render, write_textfile
+    from ncdma.errors import StateFileError
+    from ncdma.store.status import plan_status, running_plans
+
+    settings = load_settings()
+    report = gather_host_report(settings.flag, DEFAULT_DEVICE, qemu_and_libvirt_versions())
+    mode = decide(report, settings.stand_in).mode
+    families = gather(settings, mode, [plan_status(settings, plan)
+                                       for plan in running_plans(settings)])
+    text = render(families)
+    if args.textfile is None:
+        emit(args, {"families": [{"name": family.name, "type": family.kind,
+                                  "samples": [{"labels": dict(labels), "value": value}
+                                              for labels, value in family.samples]}
+                                 for family in families]}, text.rstrip("\n"))
+        return EXIT_OK
+    try:
+        write_textfile(args.textfile, text)
+    except OSError as err:
+        raise StateFileError(f"cannot write {args.textfile}: {err.strerror}",
+                             "give a file in node_exporter's textfile directory, which must "
+                             "exist", args.textfile) from None
+    emit(args, {"textfile": str(args.textfile)}, f"wrote {args.textfile}")
     return EXIT_OK
 
 
@@ -234,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the source's libvirt URI (default: libvirt's default, as virsh)")
     add_migrate_arguments(migrate)
     migrate.set_defaults(handler=run_migrate)
+
+    metrics = commands.add_parser(
+        "metrics", help="this host's ncdma metrics for Prometheus (node_exporter's textfile)",
+        description="Print this host's ncdma metrics in Prometheus's text format (host mode, "
+                    "guard service up, guards alive and restarted, tagged slots by domain, "
+                    "hook refusals, migrations by outcome, last downtime), or write them "
+                    "atomically to a file of node_exporter's textfile collector directory. "
+                    "`pydoc ncdma.cli.metrics` lists every series.")
+    metrics.add_argument("--textfile", type=Path, metavar="PATH",
+                         help="write here (atomically) instead of printing, e.g. "
+                              "/var/lib/prometheus/node-exporter/ncdma.prom")
+    add_json(metrics)
+    metrics.set_defaults(handler=run_metrics)
 
     peer = commands.add_parser(
         "peer", help="the destination's side of `ncdma migrate` (run by it over SSH)",

@@ -40,6 +40,7 @@ from ncdma.guard.task import Guard, GuardTask, run_guard
 from ncdma.errors import SeccompError
 from ncdma.linux.pidfd import pidfd_getfd, pidfd_open
 from ncdma.logs import configure_logging
+from ncdma.store.counters import Sample, record
 from ncdma.settings import Settings
 
 STALL_S = 1.0
@@ -136,8 +137,17 @@ class Keeper:
             futile = futile + 1 if failed else 0
             self.log.warning("keeper %s: guard %d %s (status %d): a new guard takes over",
                              self.domain, worker, outcome.value, status)
+            self._count_restart(outcome)
             task = replace(task, recovering=True)
         return self.answer_alone()
+
+    def _count_restart(self, outcome: Outcome) -> None:
+        """ncdma_guard_restarts_total{domain,uuid,reason} (see ncdma.cli.metrics)."""
+        labels = {"domain": self.domain, "uuid": self.task.uuid, "reason": outcome.value}
+        try:
+            record(self.settings, Sample("guard_restarts_total", labels))
+        except OSError as err:
+            self.log.warning("keeper %s: cannot count the restart: %s", self.domain, err)
 
     def _tell_domain_log(self, line: str) -> None:
         """Write ``line`` on QEMU's stderr: libvirt's log of the domain."""

@@ -18,10 +18,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ncdma.errors import HookTimeout, NcdmaError
 from ncdma.hook.outcome import HookOutcome
 from ncdma.model.policy import NAMESPACE
+
+if TYPE_CHECKING:
+    import logging
+
+    from ncdma.settings import Settings
 
 NEVER_FAIL = frozenset({"reconnect", "stopped", "release"})
 # Operations ncdma acts on; any other (future ones) passes at once.
@@ -48,6 +54,7 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
 
     may_fail = operation not in NEVER_FAIL
     log = logging.getLogger("ncdma.hook")
+    settings = None
     try:
         settings = load_settings()
         log = configure_logging(settings, "hook")
@@ -59,16 +66,30 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
         signal.signal(signal.SIGALRM, _raise_timeout)
         signal.setitimer(signal.ITIMER_REAL, settings.hook_timeout)
         try:
-            return handle(operation, data, settings, log)
+            outcome = handle(operation, data, settings, log)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except NcdmaError as err:
         message = f"ncdma: {operation} of {domain_name}: {err}"
+        log.error("%s", message, exc_info=True)  # the log has the traceback, libvirt one line
+        outcome = HookOutcome(1, stderr=message) if may_fail else HookOutcome()
     except Exception as err:  # noqa: BLE001 - libvirt must get one line, never a traceback
-        log.debug("internal error", exc_info=True)
         message = f"ncdma: {operation} of {domain_name}: internal error: {err!r}"
-    log.error("%s", message)
-    return HookOutcome(1, stderr=message) if may_fail else HookOutcome()
+        log.error("%s", message, exc_info=True)
+        outcome = HookOutcome(1, stderr=message) if may_fail else HookOutcome()
+    if outcome.status != 0 and settings is not None:
+        _count_refusal(settings, operation, log)
+    return outcome
+
+
+def _count_refusal(settings: Settings, operation: str, log: logging.Logger) -> None:
+    """ncdma_hook_refusals_total{operation} (see ncdma.cli.metrics)."""
+    from ncdma.store.counters import Sample, record
+
+    try:
+        record(settings, Sample("hook_refusals_total", {"operation": operation}))
+    except OSError as err:
+        log.warning("cannot count the refusal in %s: %s", settings.state_dir, err)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
