@@ -42,6 +42,8 @@ def install_ncdma(host: Host, wheels: Path, prefix: str = "/opt/ncdma",
 
 
 def uninstall_ncdma(host: Host, prefix: str = "/opt/ncdma") -> None:
-    """Remove ncdma and its configuration, state and logs from ``host``."""
-    host.run(["/srv/ncdma/scripts/install-host", "--prefix", prefix, "--uninstall"], timeout=60)
+    """Remove ncdma and its configuration, state and logs from ``host`` (domains a test left
+    opted in are opted out first)."""
+    host.run(["/srv/ncdma/scripts/install-host", "--prefix", prefix, "--uninstall",
+              "--disable-domains"], timeout=60)
     host.run(["rm", "-rf", "/etc/ncdma", "/run/ncdma", "/var/log/ncdma"])

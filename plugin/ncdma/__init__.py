@@ -19,6 +19,11 @@ listed (model over kvm over linux; logs over settings over standin over errors).
 
 lab/, bench/ and tests/ may import ncdma; tests/ and bench/ may import lab/; nothing
 imports tests/. tests/unit/test_imports.py checks all of it.
+
+:data:`__version__` comes from git: setuptools_scm writes ``ncdma._version`` at build time.
 """
 
-__version__ = "0.1.0"
+try:  # written by setuptools_scm when the package is built or installed
+    from ncdma._version import version as __version__
+except ImportError:  # a checkout never installed
+    __version__ = "0+unknown"

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from ncdma import __version__
 from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, SourceFacts, Strategy, TaggedSlot, decide
 
@@ -14,7 +15,7 @@ VRAM = TaggedSlot(2, 0xFC000000, 0x800000, 0x7F0000000000, "video0 vram (0000:00
 BLOB = TaggedSlot(9, 0x380000000000, 0x200000, 0x7F1000000000,
                   "video0 hostmem (0000:00:02.0/virtio-gpu-hostmem)", True)
 OPTIONS = MigrateOptions("vm", "qemu+ssh://h2/system", live=True)
-READY = {"hook_installed": True, "guard_service": True, "wrapper": True, "mode": "audit",
+READY = {"ncdma": __version__, "hook_installed": True, "guard_service": True, "wrapper": True, "mode": "audit",
          "reasons": ["kernel rejects the flag"], "aux_ram_share": True, "qemu": "10.0.13"}
 
 
@@ -68,6 +69,8 @@ def test_copy_goes_ahead_on_a_ready_destination() -> None:
     (source("copy", VRAM), READY, dataclasses.replace(OPTIONS, postcopy=True), "--postcopy"),
     (source("copy", VRAM), {**READY, "hook_installed": False}, OPTIONS, "libvirt hook"),
     (source("copy", VRAM), {**READY, "guard_service": False}, OPTIONS, "guard service"),
+    (source("copy", VRAM), {**READY, "ncdma": "0.0.1"}, OPTIONS,
+     f"it runs ncdma 0.0.1, this host {__version__} (install the same version on both"),
     (source("copy", VRAM), {**READY, "mode": "none", "reasons": ["no /dev/kvm"]}, OPTIONS,
      "cannot guard VMs at all: no /dev/kvm"),
     (source("copy", VRAM, requested="enforce", require=True), READY, OPTIONS,

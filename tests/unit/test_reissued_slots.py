@@ -18,6 +18,7 @@ from ncdma.guard.classify import classify
 from ncdma.store.journal import Journal, read_journal
 from ncdma.model.layout import BarWindow, GpuDevice, Layout, RamBlock
 from ncdma.kvm.memslot import Memslot
+from ncdma import __version__
 from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, Strategy, decide
 from ncdma.migrate.source import gather_source
@@ -41,7 +42,7 @@ LAYOUT = Layout(
     (RamBlock("pc.ram", 0, 0x8000000, 0x8000000, 0x7F0000000000), VRAM),
     ((0x7F0000000000, 0x8000000),), ((0, 0x8000000),), 0.0)
 OPTIONS = MigrateOptions("vm", "qemu+ssh://h2/system", live=True)
-READY = {"hook_installed": True, "guard_service": True, "wrapper": True, "mode": "enforce",
+READY = {"ncdma": __version__, "hook_installed": True, "guard_service": True, "wrapper": True, "mode": "enforce",
          "reasons": [], "aux_ram_share": True, "qemu": "10.0.13"}
 
 

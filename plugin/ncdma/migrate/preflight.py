@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from ncdma import __version__
 from ncdma.migrate.options import MigrateOptions
 from ncdma.model.verdict import Mode
 
@@ -107,6 +108,9 @@ def _destination_problems(source: SourceFacts, destination: dict[str, Any]) -> l
         (destination.get("guard_service"), "ncdma's guard service", "start ncdma-guardd there"),
         (destination.get("wrapper"), "ncdma's emulator wrapper", "run scripts/install-host "
          "there")) if not ok]
+    if destination.get("ncdma") != __version__:
+        problems.append(f"it runs ncdma {destination.get('ncdma')}, this host {__version__} "
+                        f"(install the same version on both: the role's ncdma_version)")
     mode = str(destination.get("mode"))
     if source.tagged and mode == Mode.NONE.value:
         problems.append(f"it cannot guard VMs at all: {'; '.join(destination['reasons'])}")

@@ -12,7 +12,7 @@ import pytest
 from lab import Lab, config
 from lab.host import Host
 from lab.playbook import Run, playbook
-from tests.integration.ncdma.conftest import MODES
+from tests.integration.ncdma.conftest import MODES, OptedIn
 
 # What an SSH login and Ansible's own machinery write on any run, whatever the play does:
 # Ansible's remote temporary directory and sshd's login records.
@@ -87,8 +87,10 @@ def mode(request: pytest.FixtureRequest) -> Mode:
 
 
 def remove_everywhere() -> Run:
-    """ncdma_state=absent with purge on both hosts: no file of ncdma left."""
-    return deploy("-e", "ncdma_state=absent", "-e", "ncdma_purge=true")
+    """ncdma_state=absent with purge on both hosts: no file of ncdma left (domains a test
+    left opted in are opted out first)."""
+    return deploy("-e", "ncdma_state=absent", "-e", "ncdma_purge=true",
+                  "-e", "ncdma_disable_domains=true")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,13 @@ def clean_lab(lab: Lab) -> Iterator[Lab]:
     yield lab
     if all(host.running for host in lab.hosts.values()):
         remove_everywhere()
+
+
+@pytest.fixture
+def vm(clean_lab: Lab, request: pytest.FixtureRequest) -> Iterator[OptedIn]:
+    """A domain named after the test module (test_removal: t-removal), defined nowhere yet,
+    and removed from both hosts at the end."""
+    domain = OptedIn(clean_lab, "t-" + request.module.__name__.rsplit("_", 1)[-1])
+    domain.remove()
+    yield domain
+    domain.remove()
