@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from ncdma import __version__
 from ncdma.cli.check import check_json, check_text
-from ncdma.cli.common import (EXIT_FAILED, EXIT_OK, Parser, add_json, emit, print_error,
-                              require_root)
+from ncdma.cli.common import (EXIT_FAILED, EXIT_OK, Parser, add_json, emit, error_document,
+                              print_error, require_root)
 from ncdma.cli.domains import bars_argument, run_disable, run_enable, run_list
 from ncdma.errors import NcdmaError, UsageError
 from ncdma.host.report import gather_host_report
@@ -112,8 +112,8 @@ def run_migrate(args: argparse.Namespace) -> int:
         record_run(settings, summary, err, log)
         if not options.json:
             raise
-        summary.error = str(err)
-        print(json.dumps(summary.to_json(), indent=2))
+        # the summary so far, its error as every command's --json failure says it
+        print(json.dumps({**summary.to_json(), "error": error_document(err)["error"]}, indent=2))
         print_error(err, False)
         return err.exit_status
     display.close()

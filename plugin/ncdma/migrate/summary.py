@@ -22,7 +22,6 @@ class Summary:
     memory_bytes: int = 0
     slots: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    error: str | None = None
     _phase: tuple[str, float] | None = None
 
     def begin(self, phase: str) -> None:
@@ -44,7 +43,7 @@ class Summary:
                 "destination": self.destination, "strategy": self.strategy,
                 "outcome": self.outcome, "phases": self.phases, "downtime_ms": self.downtime_ms,
                 "memory_bytes": self.memory_bytes, "slots": self.slots, "notes": self.notes,
-                "error": self.error}
+                "error": None}  # a failure's document has the CLI's error object here
 
     def to_text(self) -> str:
         """The human summary."""
@@ -66,6 +65,4 @@ class Summary:
             lines.append(f"  slot {slot['slot']:#x} {slot['gpa']:#x}+{slot['size']:#x} "
                          f"{slot['owner']}: {slot['action']}{checks}")
         lines.extend(f"  note: {note}" for note in self.notes)
-        if self.error:
-            lines.append(f"  error: {self.error}")
         return "\n".join(lines)
