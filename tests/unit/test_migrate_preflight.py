@@ -67,6 +67,8 @@ def test_copy_goes_ahead_on_a_ready_destination() -> None:
     (source("copy", VRAM), {**READY, "aux_ram_share": False, "qemu": "7.2.19"}, OPTIONS,
      "QEMU 7.2.19 lacks -machine aux-ram-share"),
     (source("copy", VRAM), READY, dataclasses.replace(OPTIONS, postcopy=True), "--postcopy"),
+    (source("copy", VRAM), READY, dataclasses.replace(OPTIONS, offline=True),
+     "--offline moves only its definition, and it runs with 1 tagged slot(s)"),
     (source("copy", VRAM), {**READY, "hook_installed": False}, OPTIONS, "libvirt hook"),
     (source("copy", VRAM), {**READY, "guard_service": False}, OPTIONS, "guard service"),
     (source("copy", VRAM), {**READY, "ncdma": "0.0.1"}, OPTIONS,

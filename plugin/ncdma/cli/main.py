@@ -100,7 +100,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     options = MigrateOptions.from_args(args)
     settings = load_settings()
     log = configure_logging(settings, "migrate")
-    display = ProgressDisplay(sys.stderr, options.verbose, quiet=options.json)
+    display = ProgressDisplay(sys.stderr, quiet=options.json or not options.verbose)
     summary = Summary(options.domain, options.desturi)
     try:
         with connection(args.connect) as conn:
@@ -163,6 +163,9 @@ def run_peer(args: argparse.Namespace) -> int:
         raise UsageError(f"peer {args.operation} needs the domain's UUID")
     if args.operation == "lock":
         return peer.hold_lock(settings, args.uuid, sys.stdin.buffer, sys.stdout)
+    if args.operation == "resume":
+        print(json.dumps(peer.resume(args.uuid)))
+        return EXIT_OK
     print(json.dumps(peer.receive(settings, args.uuid, sys.stdin.buffer)))
     return EXIT_OK
 
@@ -292,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer a migrating source: 'preflight' prints this host's readiness as "
                     "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
                     "incoming domain's memory, cache-flushed, and prints their checksums.")
-    peer.add_argument("operation", choices=["preflight", "receive", "lock"])
+    peer.add_argument("operation", choices=["preflight", "receive", "lock", "resume"])
     peer.add_argument("uuid", nargs="?", metavar="UUID",
-                      help="the incoming domain (receive; lock: held until stdin closes)")
+                      help="the incoming domain (receive; resume: the paused one; lock: held "
+                           "until stdin closes)")
     peer.set_defaults(handler=run_peer)
 
     guardd = commands.add_parser(

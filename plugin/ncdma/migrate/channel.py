@@ -179,11 +179,16 @@ class Peer:
             raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma failed'}",
                             host=host, command=command, peer_exit_status=done.returncode)
         try:
-            return dict(json.loads(done.stdout))
+            answer = dict(json.loads(done.stdout))
         except ValueError:
             raise PeerError(f"{self.target.host}: unreadable answer from `ncdma "
                             f"{arguments[0]}`", "is the same ncdma version installed "
                             "there?", host, command, done.returncode) from None
+        failure = answer.get("error")
+        if isinstance(failure, dict):  # a --json failure: {"error": {message, hint, ...}}
+            raise PeerError(f"{self.target.host}: {failure.get('message')}",
+                            str(failure.get("hint", "")), host, command, done.returncode)
+        return answer
 
     def preflight(self) -> dict[str, Any]:
         """The destination's ``ncdma peer preflight``."""
@@ -192,6 +197,11 @@ class Peer:
     def status(self, uuid: str) -> dict[str, Any]:
         """The destination's ``ncdma status --json`` of the domain (healthy or not)."""
         return self._run(["status", uuid, "--json"], answers_on_failure=True)
+
+    def resume(self, uuid: str) -> dict[str, Any]:
+        """Resume the paused incoming domain there (``ncdma peer resume``): --p2p and
+        --direct never open the destination's libvirt from here."""
+        return self._run(["peer", "resume", uuid])
 
     def receive(self, uuid: str, stream: bytes) -> dict[str, Any]:
         """Send the captured slots to the destination's ``ncdma peer receive``; the answer

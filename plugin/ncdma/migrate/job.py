@@ -51,6 +51,15 @@ class Progress:
                    suspended)
 
 
+@dataclass(frozen=True)
+class Steering:
+    """What virsh does to a running migration: --timeout's action, post-copy after pre-copy."""
+
+    timeout_s: int | None = None
+    timeout_postcopy: bool = False  # else suspend the source (virsh's default)
+    postcopy_after_precopy: bool = False
+
+
 class MigrationJob:
     """One virDomainMigrate3 (or MigrateToURI3 with --p2p) call, in a thread."""
 
@@ -59,6 +68,7 @@ class MigrationJob:
         self._call = call
         self.error: libvirt.libvirtError | None = None
         self.suspended_at: float | None = None
+        self.postcopy_started = False
         self.started = 0.0
         self._thread = threading.Thread(target=self._run, name="ncdma-migrate", daemon=True)
 
@@ -85,7 +95,8 @@ class MigrationJob:
                                    self.suspended_at is not None)
 
     def suspend_source(self) -> None:
-        """virsh's --timeout: pause the source so that the migration converges."""
+        """virsh's --timeout (--timeout-suspend): pause the source so that the migration
+        converges."""
         if self.suspended_at is None:
             try:
                 self.domain.suspend()
@@ -93,15 +104,38 @@ class MigrationJob:
             except libvirt.libvirtError:
                 pass  # the job ended meanwhile
 
-    def wait(self, on_progress: Callable[[Progress], None], timeout_s: int | None) -> None:
+    def start_postcopy(self) -> None:
+        """virsh's --timeout-postcopy and --postcopy-after-precopy: switch to post-copy."""
+        if not self.postcopy_started:
+            self.postcopy_started = True
+            try:
+                self.domain.migrateStartPostCopy(0)
+            except libvirt.libvirtError:
+                pass  # the job ended meanwhile, or post-copy is not possible (libvirt says)
+
+    def _steer(self, steering: Steering) -> None:
+        """--timeout's action once it is over; post-copy after the first pre-copy pass."""
+        if steering.timeout_s is not None and time.monotonic() - self.started > steering.timeout_s:
+            if steering.timeout_postcopy:
+                self.start_postcopy()
+            else:
+                self.suspend_source()
+        if steering.postcopy_after_precopy and not self.postcopy_started:
+            try:
+                iteration = int(self.domain.jobStats().get("memory_iteration", 0))
+            except libvirt.libvirtError:
+                iteration = 0
+            if iteration >= 2:  # the second pass began: the first one is over
+                self.start_postcopy()
+
+    def wait(self, on_progress: Callable[[Progress], None], steering: Steering) -> None:
         """Until libvirt is done (an interruption propagates: then call :meth:`settle`).
 
         :raise MigrationFailed: When libvirt reports a failure (--timeout's pause undone).
         """
         while self._thread.is_alive():
             self._thread.join(POLL_S)
-            if timeout_s is not None and time.monotonic() - self.started > timeout_s:
-                self.suspend_source()
+            self._steer(steering)
             progress = self.progress()
             if progress is not None and self._thread.is_alive():
                 on_progress(progress)

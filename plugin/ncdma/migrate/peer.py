@@ -107,6 +107,28 @@ def incoming_qemu(uuid: str, journal: dict[str, Any]) -> int:
     return pid
 
 
+def resume(uuid: str) -> dict[str, Any]:
+    """Resume the incoming domain ``uuid`` paused on this host (the end of a --p2p copy).
+
+    :raise DomainStateError: When it is not paused here.
+    :raise LibvirtError: When libvirt cannot resume it.
+    """
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    try:
+        conn = libvirt.open(None)
+        try:
+            domain = conn.lookupByUUIDString(uuid)
+            if domain.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                raise DomainStateError(f"domain {uuid} is not paused on this host",
+                                       "nothing to resume", uuid)
+            domain.resume()
+        finally:
+            conn.close()
+    except libvirt.libvirtError as err:
+        raise libvirt_error(err, f"cannot resume domain {uuid}") from None
+    return {"schema_version": PEER_SCHEMA_VERSION, "resumed": uuid}
+
+
 def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     """Restore the slots streamed by the source into the incoming domain ``uuid``."""
     journal = read_journal(settings.domain_dir(uuid))

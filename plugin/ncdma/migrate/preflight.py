@@ -144,6 +144,9 @@ def decide(source: SourceFacts, destination: dict[str, Any] | None,
         return Decision(Strategy.PLAIN, source, destination,
                         (*source.notes, "no tagged slot: migrates as with virsh"))
     count = f"{len(source.tagged)} tagged slot(s): {_slot_lines(source.tagged)}"
+    if options.offline:
+        return Refusal(f"{refuse}: --offline moves only its definition, and it runs with "
+                       f"{count}. Migrate it live (drop --offline), or shut it down first")
     if source.migration == "refuse":
         return Refusal(f"{refuse}: its policy is migration='refuse' and it has {count}. "
                        f"Set migration='copy' (`ncdma enable {source.domain} --migration copy`, "

@@ -1,5 +1,6 @@
-"""What `ncdma migrate` shows while it works: one updating line on a terminal, plain lines
-otherwise (a new phase always; the memory's progress every few seconds with --verbose)."""
+"""What `ncdma migrate --verbose` shows while it works (as virsh, nothing without it): each
+phase, and the memory's progress as one updating line on a terminal, else as a plain line
+every few seconds."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ def progress_text(phase: str, progress: Progress) -> str:
 
 
 class ProgressDisplay:
-    """Writes phases and progress to ``stream`` (stderr), quietly when ``quiet``."""
+    """Writes phases and progress to ``stream`` (stderr); nothing when ``quiet`` (without
+    --verbose, or with --json)."""
 
-    def __init__(self, stream: TextIO, verbose: bool, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
         self.stream = stream
         self.terminal = stream.isatty()
-        self.verbose = verbose
         self.quiet = quiet
         self.last_plain = 0.0
         self.line_open = False
@@ -59,7 +60,7 @@ class ProgressDisplay:
         if self.terminal:
             self.stream.write(f"\r\033[K{text}")
             self.line_open = True
-        elif self.verbose and time.monotonic() - self.last_plain >= _PLAIN_PERIOD_S:
+        elif time.monotonic() - self.last_plain >= _PLAIN_PERIOD_S:
             self.stream.write(f"{text}\n")
             self.last_plain = time.monotonic()
         self.stream.flush()

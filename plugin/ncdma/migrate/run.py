@@ -25,7 +25,7 @@ import libvirt
 from ncdma.errors import MigrationFailed, MigrationRefused, PeerError, UsageError
 from ncdma.migrate.channel import Peer, SshTarget
 from ncdma.migrate.interrupts import Interrupts
-from ncdma.migrate.job import MigrationJob
+from ncdma.migrate.job import MigrationJob, Steering
 from ncdma.migrate.lock import acquire
 from ncdma.migrate.options import PAUSED, MigrateOptions
 from ncdma.migrate.preflight import Decision, Refusal, Strategy, TaggedSlot, decide
@@ -44,13 +44,13 @@ _CAPTURE_WAIT_S = 15.0
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
 
 
-def _read_xml_option(path: str | None) -> str | None:
+def _read_xml_option(option: str, path: str | None) -> str | None:
     if path is None:
         return None
     try:
         return Path(path).read_text()
     except OSError as err:
-        raise UsageError(f"cannot read --xml {path}: {err.strerror}") from None
+        raise UsageError(f"cannot read {option} {path}: {err.strerror}") from None
 
 
 def require_local_source(conn: libvirt.virConnect, here: str) -> None:
@@ -72,9 +72,9 @@ def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDo
 
     :raise MigrationRefused: With the reason and what to change.
     """
-    if not domain.isActive():
+    if not domain.isActive() and not options.offline:
         raise MigrationRefused(f"{options.domain} is not running",
-                               "start it, or use `virsh migrate --offline`")
+                               "start it, or migrate its definition with --offline")
     source = gather_source(settings, domain.name(), domain.UUIDString(), domain.XMLDesc())
     destination = peer.preflight() if source.opted_in else None
     decision = decide(source, destination, options)
@@ -105,7 +105,7 @@ class Migration:
                          settings.state_dir / "ssh")
         self.summary = Summary(self.domain.name(), options.desturi)
         self.memory_done = 0.0
-        self.dconn: Future[libvirt.virConnect]
+        self.dconn: Future[libvirt.virConnect] | None = None
         self.interrupts = Interrupts()
 
     def _phase(self, name: str, detail: str = "") -> None:
@@ -119,7 +119,9 @@ class Migration:
         try:
             with ThreadPoolExecutor(max_workers=1) as pool, self.interrupts.installed():
                 # the destination's libvirt connection opens while the preflight runs
-                self.dconn = pool.submit(libvirt.open, self.options.desturi)
+                # (--p2p, --direct: the source's libvirt opens it, as with virsh: never here)
+                self.dconn = None if self.options.source_opens_destination else \
+                    pool.submit(libvirt.open, self.options.desturi)
                 try:
                     return self._run()
                 finally:
@@ -165,36 +167,39 @@ class Migration:
         """libvirt's parameters; for an opted-in domain, its XML names the destination's
         wrapper when that differs (hosts may install ncdma at different paths, and libvirt
         checks <emulator> before any hook runs there)."""
-        xml = _read_xml_option(self.options.xml)
+        xml = _read_xml_option("--xml", self.options.xml)
+        persistent = _read_xml_option("--persistent-xml", self.options.persistent_xml)
         wrapper = (decision.destination or {}).get("wrapper_path")
         live = xml or self.domain.XMLDesc(_XML_FLAGS)
         if not decision.source.opted_in or not wrapper \
                 or parse_domain(live.encode()).emulator == wrapper:
-            return self.options.params(xml)
-        params = self.options.params(with_emulator(live.encode(), wrapper))
-        if self.options.persistent:
+            return self.options.params(xml, persistent)
+        params = self.options.params(with_emulator(live.encode(), wrapper),
+                                     persistent and with_emulator(persistent.encode(), wrapper))
+        if self.options.persistent and persistent is None:
             params["persistent_xml"] = with_emulator(self.domain.XMLDesc(
                 _XML_FLAGS | libvirt.VIR_DOMAIN_XML_INACTIVE).encode(), wrapper)
         return params
 
-    def _memory(self, decision: Decision) -> libvirt.virDomain:
+    def _memory(self, decision: Decision) -> libvirt.virDomain | None:
         """libvirt's migration; on failure the source keeps running and nothing is armed."""
         self._phase("memory")
         flags, params = self._flags(decision), self._params(decision)
         try:
-            dconn = self.dconn.result()
+            dconn = self.dconn.result() if self.dconn is not None else None
         except libvirt.libvirtError as err:
             capture.disarm(self.settings, self.uuid)
             raise libvirt_error(err, f"cannot connect to {self.options.desturi}") from None
-        if self.options.p2p:
+        if dconn is None:
             job = MigrationJob(self.domain, lambda: self.domain.migrateToURI3(
                 self.options.desturi, params, flags))
         else:
             job = MigrationJob(self.domain, lambda: self.domain.migrate3(dconn, params, flags))
         job.start()
+        steering = Steering(self.options.timeout, self.options.timeout_postcopy,
+                            self.options.postcopy_after_precopy)
         try:
-            job.wait(lambda progress: self.display.update("memory", progress),
-                     self.options.timeout)
+            job.wait(lambda progress: self.display.update("memory", progress), steering)
             self.interrupts.hold()
         except KeyboardInterrupt as err:  # Ctrl-C, SIGTERM, SIGHUP: see ncdma.migrate.interrupts
             self.interrupts.hold()
@@ -211,13 +216,14 @@ class Migration:
             raise MigrationFailed(f"{err}; {self.summary.domain} keeps running on this host"
                                   " with its tags", "see libvirtd's log on both hosts") from None
         self.memory_done = time.monotonic()
-        destination = dconn.lookupByUUIDString(self.uuid)
-        self._record_job_stats(destination)
+        destination = dconn.lookupByUUIDString(self.uuid) if dconn is not None else None
+        self._record_job_stats(destination or self.domain)
         return destination
 
-    def _record_job_stats(self, destination: libvirt.virDomain) -> None:
+    def _record_job_stats(self, domain: libvirt.virDomain) -> None:
+        """The completed job's figures (the source keeps them too: --p2p has no other)."""
         try:
-            stats = destination.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            stats = domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         except libvirt.libvirtError:
             return
         self.summary.memory_bytes = int(stats.get("memory_processed", 0))
@@ -267,7 +273,7 @@ class Migration:
                 raise self._left_paused(f"slot {source['gpa']:#x} differs after the copy")
         return dict(answer["status"])
 
-    def _verify(self, destination: libvirt.virDomain, decision: Decision,
+    def _verify(self, destination: libvirt.virDomain | None, decision: Decision,
                 status: dict[str, Any] | None) -> None:
         """The destination's guard runs the domain and has tagged the slots (before resume).
 
@@ -283,12 +289,13 @@ class Migration:
                 raise MigrationFailed(f"the destination's `ncdma status` failed: {err}") from None
         journal = status.get("journal") or {}
         there = {(slot["gpa"], slot["size"]): slot for slot in journal.get("slots", [])}
-        state = destination.state()[0]
+        paused = None if destination is None else \
+            destination.state()[0] == libvirt.VIR_DOMAIN_PAUSED
         for entry in self.summary.slots:
             slot = there.get((entry["gpa"], entry["size"]))
             entry["destination"] = {"action": slot["action"], "flag_set": slot["flag_set"]} \
                 if slot else None
-            entry["destination_paused_at_verify"] = state == libvirt.VIR_DOMAIN_PAUSED
+            entry["destination_paused_at_verify"] = paused
             if decision.strategy is Strategy.COPY and (slot is None or not is_selected(slot)):
                 raise self._left_paused(f"the destination's guard has not tagged slot "
                                         f"{entry['gpa']:#x}")
@@ -296,11 +303,18 @@ class Migration:
                                   f"{'alive' if status['guard']['alive'] else 'NOT running'}, "
                                   f"mode {status['plan']['mode']}")
 
-    def _switchover(self, destination: libvirt.virDomain, copy: bool) -> None:
+    def _switchover(self, destination: libvirt.virDomain | None, copy: bool) -> None:
         if copy:
             self._phase("switchover")
-            if not self.options.suspend:
+            if not self.options.suspend and destination is not None:
                 destination.resume()
+            elif not self.options.suspend:  # --p2p, --direct: the destination's ncdma does
+                try:
+                    self.peer.resume(self.uuid)
+                except PeerError as err:
+                    raise MigrationFailed(f"{err}; {self.summary.domain} is PAUSED there with "
+                                          f"its tagged slots verified",
+                                          "`virsh resume` it there") from None
             self.summary.downtime_ms["source_capture"] = 1e3 * sum(
                 slot.get("held_seconds", 0.0) for slot in self.summary.slots)
             self.summary.downtime_ms["after_memory"] = (time.monotonic() - self.memory_done) * 1e3
