@@ -66,18 +66,18 @@ class GatedQemu:
             return None
         return next((slot for slot in slots if slot["gpa"] == VRAM_GPA), None)
 
-    def wait_guarded(self, action: str | None = None) -> int:
-        """Until the guard serves QEMU and has journaled the vram slot (with ``action``,
+    def wait_guarded(self, decision: str | None = None) -> int:
+        """Until the guard serves QEMU and has journaled the vram slot (with ``decision``,
         if given); the guard's pid."""
         deadline = time.monotonic() + 30
         while True:
             assert self.process.poll() is None, f"QEMU ended early: {self.stderr()}"
             pid = self.host.guard_pid(self.domain)
             slot = self.vram_slot()
-            if pid is not None and slot is not None and action in (None, slot["action"]):
+            if pid is not None and slot is not None and decision in (None, slot["decision"]):
                 return pid
             assert time.monotonic() < deadline, f"the guard never journaled the vram slot " \
-                                                f"({action or 'any action'})"
+                                                f"({decision or 'any decision'})"
             time.sleep(0.1)
 
     def go(self) -> None:

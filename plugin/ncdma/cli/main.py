@@ -19,15 +19,14 @@ from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_and_libvirt_versions
 from ncdma.kvm.device import DEFAULT_DEVICE
 from ncdma.migrate.options import add_arguments as add_migrate_arguments
-from ncdma.model.policy import Bar, Method, Migration, PolicyMode
-from ncdma.model.verdict import Mode, decide
+from ncdma.model.policy import Bar, Method, MigrationPolicy, PolicyMode
+from ncdma.model.verdict import Mode, decide_mode
 from ncdma.settings import parse_flag_value
 from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
 from ncdma.settings import load_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 log = logging.getLogger("ncdma")
 
@@ -45,7 +44,7 @@ def run_check(args: argparse.Namespace) -> int:
     settings = load_settings() if args.flag is None else None
     flag = settings.flag if settings is not None else args.flag
     report = gather_host_report(flag, args.device, qemu_and_libvirt_versions())
-    verdict = decide(report, settings is not None and settings.stand_in)
+    verdict = decide_mode(report, settings is not None and settings.stand_in)
     if args.json:
         print(json.dumps(check_json(report, verdict), indent=2))
     else:
@@ -105,13 +104,13 @@ def run_migrate(args: argparse.Namespace) -> int:
     """``ncdma migrate``: live-migrate like virsh, carrying tagged slots as the policy says."""
     from ncdma.migrate.options import MigrateOptions
     from ncdma.migrate.progress import ProgressDisplay
-    from ncdma.migrate.run import Migration
+    from ncdma.migrate.run import MigrationRun
     from ncdma.virt.connect import connection
 
     options = MigrateOptions.from_args(args)
     display = ProgressDisplay(sys.stderr, options.verbose, quiet=options.json)
     with connection(args.connect) as conn:
-        migration = Migration(options, load_settings(), conn, display)
+        migration = MigrationRun(options, load_settings(), conn, display)
         try:
             summary = migration.run()
         except NcdmaError as err:
@@ -191,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enforce (default): tag; audit: journal only; off: leave alone")
     enable.add_argument("--require", choices=["yes", "no"],
                         help="yes: refuse to start where the mode cannot be honored (default no)")
-    enable.add_argument("--migration", choices=[m.value for m in Migration],
+    enable.add_argument("--migration", choices=[m.value for m in MigrationPolicy],
                         help="what `ncdma migrate` does with tagged slots (default refuse)")
     enable.add_argument("--bars", metavar="LIST",
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"

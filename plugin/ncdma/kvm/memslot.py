@@ -60,9 +60,6 @@ class ProcessMemory:
     def __init__(self, pid: int) -> None:
         self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
 
-    def close(self) -> None:
-        os.close(self.fd)
-
     def read_region(self, address: int, v2: bool) -> Memslot:
         """The region struct at ``address`` in the process."""
         size = _V2_FIELDS_SIZE if v2 else _V1_SIZE
