@@ -37,7 +37,7 @@ stderr line; nothing reaches the operator as a traceback.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os  # loaded by every interpreter already: the hook's fast path pays for no import
 
 
 class NcdmaError(Exception):
@@ -63,7 +63,8 @@ class UsageError(NcdmaError):
 class ConfigError(UsageError):
     """The host configuration file ``path`` is unreadable or holds an invalid value."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
@@ -117,7 +118,8 @@ class DomainStateError(NcdmaError):
 class StateFileError(NcdmaError):
     """The state directory's file ``path`` exists but cannot be read."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
@@ -146,7 +148,7 @@ class GuardAttachError(NcdmaError):
     """The wrapper could not hand QEMU's listener to the guard service at ``socket``;
     ``filtered`` when its filter was installed already (QEMU cannot run unguarded then)."""
 
-    def __init__(self, message: str, hint: str = "", socket: Path | None = None,
+    def __init__(self, message: str, hint: str = "", socket: os.PathLike[str] | None = None,
                  filtered: bool = False) -> None:
         super().__init__(message, hint)
         self.socket = socket
@@ -170,7 +172,8 @@ class ConfinementError(NcdmaError):
     """ncdma's rules for a domain cannot be added to its AppArmor ``profile``, or it cannot
     be loaded."""
 
-    def __init__(self, message: str, hint: str = "", profile: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 profile: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.profile = profile
 
