@@ -203,7 +203,8 @@ class MigrationFailed(MigrationError):
 class MigrationBusy(MigrationError):
     """Another `ncdma migrate` of the same domain holds its lock (the file ``path``)."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
