@@ -18,11 +18,12 @@ import pytest
 
 from lab.guests.build import build_guest
 from lab.guarded import GuardedHost
+from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION
+from ncdma.linux.syscalls import NR_EXIT_GROUP, NR_IOCTL
 
 # How long a test waits for a QEMU that should finish before calling it hung: a detector
 # of hangs (QEMU needs a few seconds here), not a measure of speed (bench/guard.py is).
 HANG_S = 30
-KVM_SET_USER_MEMORY_REGION = "0x4020ae46"
 ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
 VRAM_GPA = 0xE0000000  # bartoggle's BAR_ADDR
 
@@ -35,8 +36,8 @@ def blocked_threads(pid: int) -> list[str]:
             fields = (task / "syscall").read_text().split()
         except OSError:
             continue
-        if fields[:1] == ["231"] or (fields[:1] == ["16"] and fields[2:3] ==
-                                     [KVM_SET_USER_MEMORY_REGION]):
+        if fields[:1] == [str(NR_EXIT_GROUP)] or (fields[:1] == [str(NR_IOCTL)] and fields[2:3]
+                                                  == [f"{KVM_SET_USER_MEMORY_REGION:#x}"]):
             found.append(f"thread {task.name}: {' '.join(fields[:4])}")
     return found
 

@@ -9,7 +9,8 @@ The package is layered; from the top:
 - adapters: :mod:`ncdma.host` (host probe), :mod:`ncdma.qmp` (QEMU's QMP),
   :mod:`ncdma.virt` (libvirt and domain XML), :mod:`ncdma.store` (the state directory);
 - core: :mod:`ncdma.model` (policy, verdict, plan, slot, layout), then :mod:`ncdma.kvm`
-  (KVM's ioctl ABI), then :mod:`ncdma.linux` (seccomp, procfs, shared mappings, cache flush);
+  (KVM's ioctl ABI), then :mod:`ncdma.linux` (seccomp, pidfd, procfs, shared mappings, cache
+  flush);
 - base: :mod:`ncdma.logs`, then :mod:`ncdma.settings`, then :mod:`ncdma.standin` (the lab's
   stand-in flag), then :mod:`ncdma.errors`.
 

@@ -14,7 +14,6 @@ import pytest
 
 from ncdma.errors import MigrationRefused
 from ncdma.settings import Settings
-from ncdma.kvm.memslot import Memslot
 from ncdma.model.slot import OwnerKind, SlotDecision, SlotOwner, SlotRecord
 from ncdma.store.capture import JOURNAL_RESERVE, arm, migration_dir
 from tests.host.conftest import mounted_tmpfs
@@ -31,7 +30,7 @@ def small_state(short_tmp: Path) -> Iterator[Settings]:
 
 
 def _slot(size: int) -> SlotRecord:
-    return SlotRecord(Memslot(6, 0, 0xE0000000, size, 0x7F0000000000), SlotDecision.TAG,
+    return SlotRecord(6, 0, 0xE0000000, size, 0x7F0000000000, SlotDecision.TAG,
                       "selected", SlotOwner(OwnerKind.VRAM, "video0", 0), True, True)
 
 

@@ -28,7 +28,7 @@ def test_tagged_slots_stay_tagged_until_deleted(tmp_path) -> None:
     record = journal.slots[3]
     assert journal.flagged == {3: (0xFC000000, 0x800000, 0x7F00)}
     assert record.owner == VRAM and record.in_qemu_stream
-    assert record.decision is SlotDecision.KEEP and record.memslot.flags == 0
+    assert record.decision is SlotDecision.KEEP and record.flags == 0
     journal.record(Memslot(3, 0, 0xFC000000, 0, 0x7F00), DELETE, False)
     assert journal.flagged == {} and 3 not in journal.slots
 
@@ -128,14 +128,14 @@ def test_a_newer_journal_is_refused_in_one_line(tmp_path) -> None:
 
 
 def test_a_record_survives_its_json() -> None:
-    record = SlotRecord(Memslot(0x10003, 9, 0xF8000000, 0x200000, 0x7E00), SlotDecision.TAG,
+    record = SlotRecord(0x10003, 9, 0xF8000000, 0x200000, 0x7E00, SlotDecision.TAG,
                         "selected", SlotOwner(OwnerKind.HOSTMEM, "video0", 4), True, False)
     assert SlotRecord.from_json(json.loads(json.dumps(record.to_json()))) == record
 
 
 def _journal(*records: tuple[int, int, int]) -> SavedJournal:
     return SavedJournal("audit", 8, 1, False, {}, {}, tuple(
-        SlotRecord(Memslot(slot, 0, gpa, size, 0), SlotDecision.UNTOUCHED, "", SlotOwner(),
+        SlotRecord(slot, 0, gpa, size, 0, SlotDecision.UNTOUCHED, "", SlotOwner(),
                    False, False) for slot, gpa, size in records))
 
 

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from ncdma.kvm.memslot import Memslot
 from ncdma.migrate.options import MigrateOptions
 from ncdma.migrate.preflight import (MigrationDecision, MigrationRefusal, SourceFacts, Strategy,
                                      decide_migration)
@@ -14,7 +13,7 @@ from ncdma.model.slot import OwnerKind, SlotDecision, SlotOwner, SlotRecord
 
 
 def selected(slot: int, gpa: int, size: int, owner: SlotOwner, flag_set: bool) -> SlotRecord:
-    return SlotRecord(Memslot(slot, 0, gpa, size, 0x7F0000000000 + gpa), SlotDecision.TAG,
+    return SlotRecord(slot, 0, gpa, size, 0x7F0000000000 + gpa, SlotDecision.TAG,
                       "selected", owner, flag_set, owner.in_qemu_stream)
 
 

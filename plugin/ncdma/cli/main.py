@@ -147,11 +147,27 @@ def run_guardd(args: argparse.Namespace) -> int:
     return run_service(load_settings())
 
 
-def _domain_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+_Commands = argparse._SubParsersAction  # argparse's type of the subcommands' registry
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _command(commands: _Commands[argparse.ArgumentParser], name: str, handler: _Handler,
+             summary: str, description: str, epilog: str | None = None,
+             json_output: bool = False) -> argparse.ArgumentParser:
+    """A subcommand run by ``handler`` (``json_output``: with ``--json``)."""
+    command: argparse.ArgumentParser = commands.add_parser(name, help=summary,
+                                                           description=description,
+                                                           epilog=epilog)
+    command.set_defaults(handler=handler)
+    if json_output:
+        command.add_argument("--json", action="store_true", help="print one JSON document")
+    return command
+
+
+def _domain_command(commands: _Commands[argparse.ArgumentParser], name: str, handler: _Handler,
                     summary: str, description: str) -> argparse.ArgumentParser:
     """A subcommand that edits one defined domain through libvirt."""
-    command: argparse.ArgumentParser = commands.add_parser(name, help=summary,
-                                                           description=description)
+    command = _command(commands, name, handler, summary, description)
     command.add_argument("domain", metavar="DOMAIN", help="the domain's name")
     command.add_argument("-c", "--connect", metavar="URI",
                          help="libvirt connection URI (default: libvirt's default, as virsh)")
@@ -168,22 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and tracebacks to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser(
-        "check", help="report which mode this host can run, and why",
-        description="Probe this host with real KVM ioctls and report whether ncdma can enforce "
-                    "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
-        epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
-    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check = _command(
+        commands, "check", run_check, "report which mode this host can run, and why",
+        "Probe this host with real KVM ioctls and report whether ncdma can enforce (tag "
+        "virtio-gpu BAR memslots), only audit, or not run at all.",
+        "Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.",
+        json_output=True)
     check.add_argument("--flag", type=_flag_argument, default=None, metavar="VALUE",
                        help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default: "
                             f"ncdma.conf's flag, else {DEFAULT_NON_COHERENT_DMA_FLAG:#x}; on a lab "
                             "host with lab_stand_in = yes, the lab's stand-in flag)")
     check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
                        help=f"the KVM device node (default {DEFAULT_DEVICE})")
-    check.set_defaults(handler=run_check)
 
     enable = _domain_command(
-        commands, "enable", "opt a defined domain in (or update its policy)",
+        commands, "enable", run_enable, "opt a defined domain in (or update its policy)",
         "Add ncdma's policy to a defined domain's <metadata> and make ncdma's wrapper its "
         "<emulator>. Options not given keep their current (or default) value.")
     enable.add_argument("--mode", choices=[m.value for m in PolicyMode],
@@ -202,50 +217,45 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("--allow-uncached-display", choices=["yes", "no"],
                         help="yes: allow method vm with a bochs/stdvga/cirrus display whose "
                              "guest driver maps VRAM write-combining (default no)")
-    enable.set_defaults(handler=run_enable)
 
-    disable = _domain_command(
-        commands, "disable", "opt a defined domain out, restoring it exactly",
+    _domain_command(
+        commands, "disable", run_disable, "opt a defined domain out, restoring it exactly",
         "Remove ncdma's metadata and restore the domain's original <emulator>.")
-    disable.set_defaults(handler=run_disable)
 
-    status = commands.add_parser(
-        "status", help="a running domain's mode, guard health and memslots",
-        description="Show the mode ncdma runs a domain in and why, whether its guard is alive, "
-                    "and every memslot with the guard's verdict, cross-checked against QEMU's "
-                    "flat view.",
-        epilog="Exit status: 0 guard alive and slots consistent, 1 otherwise, 2 usage error.")
+    status = _command(
+        commands, "status", run_status, "a running domain's mode, guard health and memslots",
+        "Show the mode ncdma runs a domain in and why, whether its guard is alive, and every "
+        "memslot with the guard's verdict, cross-checked against QEMU's flat view.",
+        "Exit status: 0 guard alive and slots consistent, 1 otherwise, 2 usage error.",
+        json_output=True)
     status.add_argument("domain", metavar="DOMAIN", help="the domain's name or UUID")
-    status.add_argument("--json", action="store_true", help="print one JSON document")
-    status.set_defaults(handler=run_status)
 
-    migrate = commands.add_parser(
-        "migrate", help="live-migrate a domain like `virsh migrate`, tagged slots safely",
-        description="Migrate a running domain the way `virsh migrate` does (same options), "
-                    "after a preflight of both hosts, carrying its tagged (non-coherent) slots "
-                    "as its policy says: skip, copy (cache-flushed, verified) or refuse.",
-        epilog="Exit status: 0 migrated (or --dry-run), 1 refused or failed (the source keeps "
-               "running unless the message says otherwise), 2 usage error.")
+    migrate = _command(
+        commands, "migrate", run_migrate,
+        "live-migrate a domain like `virsh migrate`, tagged slots safely",
+        "Migrate a running domain the way `virsh migrate` does (same options), after a "
+        "preflight of both hosts, carrying its tagged (non-coherent) slots as its policy says: "
+        "skip, copy (cache-flushed, verified) or refuse.",
+        "Exit status: 0 migrated (or --dry-run), 1 refused or failed (the source keeps running "
+        "unless the message says otherwise), 2 usage error.")
     migrate.add_argument("-c", "--connect", metavar="URI",
                          help="the source's libvirt URI (default: libvirt's default, as virsh)")
     add_migrate_arguments(migrate)
-    migrate.set_defaults(handler=run_migrate)
 
-    peer = commands.add_parser(
-        "peer", help="the destination's side of `ncdma migrate` (run by it over SSH)",
-        description="Answer a migrating source: 'preflight' prints this host's readiness as "
-                    "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
-                    "incoming domain's memory, cache-flushed, and prints their checksums.")
+    peer = _command(
+        commands, "peer", run_peer,
+        "the destination's side of `ncdma migrate` (run by it over SSH)",
+        "Answer a migrating source: 'preflight' prints this host's readiness as JSON; "
+        "'receive UUID' writes the tagged slots streamed on stdin into the incoming domain's "
+        "memory, cache-flushed, and prints their checksums.")
     peer.add_argument("operation", choices=["preflight", "receive", "lock"])
     peer.add_argument("uuid", nargs="?", metavar="UUID",
                       help="the incoming domain (receive; lock: held until stdin closes)")
-    peer.set_defaults(handler=run_peer)
 
-    guardd = commands.add_parser(
-        "guardd", help="run the guard service (root; started by the system, not by hand)",
-        description="The root service that takes each wrapper's seccomp listener and runs one "
-                    "memslot guard per domain. Runs in the foreground until SIGTERM.")
-    guardd.set_defaults(handler=run_guardd)
+    _command(commands, "guardd", run_guardd,
+             "run the guard service (root; started by the system, not by hand)",
+             "The root service that takes each wrapper's seccomp listener and runs one memslot "
+             "guard per domain. Runs in the foreground until SIGTERM.")
     return parser
 
 
@@ -254,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="ncdma: %(levelname)s: %(message)s")
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: _Handler = args.handler
     try:
         return handler(args)
     except NcdmaError as err:

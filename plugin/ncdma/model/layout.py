@@ -168,13 +168,8 @@ class FlatRange:
     offset: int
     kvm: bool
 
-    @property
-    def end(self) -> int:
-        """First address after the range."""
-        return self.start + self.size
-
     def __str__(self) -> str:
-        return (f"{self.start:#x}-{self.end - 1:#x} {self.kind} {self.name} "
+        return (f"{self.start:#x}-{self.start + self.size - 1:#x} {self.kind} {self.name} "
                 f"@{self.offset:#x}{' KVM' if self.kvm else ''}")
 
 

@@ -94,15 +94,29 @@ class Classification:
 
 @dataclass(frozen=True)
 class SlotRecord:
-    """A live slot: the request that created (or last re-issued) it, the decision, the
-    owner, whether the flag was set in it, and whether QEMU's RAM stream carries it."""
+    """A live slot: the request that created (or last re-issued) it (slot id with the
+    address space in the high 16 bits, flags, guest-physical start, size, host-virtual
+    start in QEMU), the decision, the owner, whether the flag was set in it, and whether
+    QEMU's RAM stream carries it."""
 
-    memslot: Memslot
+    slot: int
+    flags: int
+    gpa: int
+    size: int
+    hva: int
     decision: SlotDecision
     reason: str
     owner: SlotOwner
     flag_set: bool
     in_qemu_stream: bool
+
+    @classmethod
+    def of(cls, request: Memslot, classification: Classification, owner: SlotOwner,
+           flag_set: bool, in_qemu_stream: bool) -> SlotRecord:
+        """The record of ``request`` as the guard classified it."""
+        return cls(request.slot, request.flags, request.gpa, request.size, request.hva,
+                   classification.decision, classification.reason, owner, flag_set,
+                   in_qemu_stream)
 
     @property
     def selected(self) -> bool:
@@ -110,31 +124,10 @@ class SlotRecord:
         only its flags changed and the flag kept (KEEP, enforce mode)."""
         return self.decision.wants_flag
 
-    @property
-    def slot(self) -> int:
-        """The slot id (address space in the high 16 bits)."""
-        return self.memslot.slot
-
-    @property
-    def gpa(self) -> int:
-        """Guest-physical start."""
-        return self.memslot.gpa
-
-    @property
-    def size(self) -> int:
-        """Size in bytes."""
-        return self.memslot.size
-
-    @property
-    def hva(self) -> int:
-        """Host-virtual start in QEMU."""
-        return self.memslot.hva
-
     def to_json(self) -> dict[str, Any]:
         """The record as the journal stores it (schema 2)."""
-        slot = self.memslot
-        return {"slot": slot.slot, "gpa": slot.gpa, "size": slot.size, "hva": slot.hva,
-                "flags": slot.flags, "decision": self.decision.value, "reason": self.reason,
+        return {"slot": self.slot, "gpa": self.gpa, "size": self.size, "hva": self.hva,
+                "flags": self.flags, "decision": self.decision.value, "reason": self.reason,
                 "owner": self.owner.to_json(), "flag_set": self.flag_set,
                 "in_qemu_stream": self.in_qemu_stream}
 
@@ -145,8 +138,8 @@ class SlotRecord:
         :raise ValueError: When a value is out of its range.
         :raise KeyError: When a field is missing.
         """
-        memslot = Memslot(int(document["slot"]), int(document["flags"]), int(document["gpa"]),
-                          int(document["size"]), int(document["hva"]))
-        return cls(memslot, SlotDecision(document["decision"]), str(document["reason"]),
+        return cls(int(document["slot"]), int(document["flags"]), int(document["gpa"]),
+                   int(document["size"]), int(document["hva"]),
+                   SlotDecision(document["decision"]), str(document["reason"]),
                    SlotOwner.from_json(document["owner"]), bool(document["flag_set"]),
                    bool(document["in_qemu_stream"]))

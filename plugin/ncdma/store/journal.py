@@ -101,8 +101,7 @@ class Journal:
         inherit = previous if classification.owner == SlotOwner() else None
         owner = inherit.owner if inherit else classification.owner
         carried = inherit.in_qemu_stream if inherit else owner.in_qemu_stream
-        return SlotRecord(request, classification.decision, classification.reason, owner,
-                          flag_set, carried)
+        return SlotRecord.of(request, classification, owner, flag_set, carried)
 
     def write_ahead(self, request: Memslot, classification: Classification,
                     flag_set: bool) -> None:
@@ -219,8 +218,6 @@ def _parse(path: Path) -> SavedJournal | None:
 def _record_v1(document: dict[str, Any]) -> SlotRecord:
     """A schema 1 record: owner text kept for people only; a selected slot counts as carried."""
     decision = SlotDecision(document["action"])
-    memslot = Memslot(int(document["slot"]), int(document["flags"]), int(document["gpa"]),
-                      int(document["size"]), int(document["hva"]))
-    return SlotRecord(memslot, decision, str(document["reason"]),
-                      SlotOwner(region=str(document["owner"])), bool(document["flag_set"]),
-                      decision.wants_flag)
+    return SlotRecord.from_json({**document, "decision": decision.value,
+                                 "owner": SlotOwner(region=str(document["owner"])).to_json(),
+                                 "in_qemu_stream": decision.wants_flag})
