@@ -19,7 +19,7 @@ needs to tell cases apart (never read out of the message)::
      +-- GuardAttachError         the wrapper could not hand QEMU to the guard: socket,
      |                            filtered (the filter is installed: QEMU cannot run)
      +-- AttachRequestError       a request to the guard service breaks its protocol
-     +-- PreloadError             method vm's preload library is not there: path
+     +-- PreloadError             method vm's preload library is missing or unreadable: path
      +-- ConfinementError         a domain's AppArmor rules cannot be written or loaded: profile
      +-- HookTimeout              a hook operation ran past hook_timeout: operation, seconds
      +-- MigrationError           `ncdma migrate`; the source keeps running unless it says
@@ -163,7 +163,8 @@ class PreloadError(NcdmaError):
     """The preload library that disables KVM_X86_QUIRK_IGNORE_GUEST_PAT in QEMU (method vm)
     is missing or unreadable at ``path``."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
