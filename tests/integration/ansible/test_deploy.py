@@ -86,7 +86,7 @@ def vm(clean_lab: Lab, first_run: Run) -> Iterator[OptedIn]:
 
 
 def _vram_flag_set(status: dict) -> bool:
-    [vram] = [slot for slot in status["journal"]["slots"] if slot["action"] == "tag"]
+    [vram] = [slot for slot in status["journal"]["slots"] if slot["decision"] == "tag"]
     return bool(vram["flag_set"])
 
 
