@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ncdma.kvm.memslot import Memslot
-from ncdma.model.slot import Action, Decision
+from ncdma.model.slot import Classification, OwnerKind, SlotDecision, SlotOwner
 from ncdma.model.verdict import Mode
 from ncdma.store.journal import Journal
 from lab.gated import GatedQemu
@@ -108,7 +108,8 @@ def write_ahead_us(directory: Path, count: int = 5000) -> tuple[float, float]:
     """p50 and p99 (us) of one journal record written ahead of an answer, in ``directory``."""
     journal = Journal(directory, "enforce", 8)
     vram = Memslot(6, 1, 0xE0000000, 0x800000, 0x7F00_0000_0000)
-    tag = Decision(Action.TAG, "virtio-gpu BAR memory selected by the policy", "video0 vram")
+    tag = Classification(SlotDecision.TAG, "virtio-gpu BAR memory selected by the policy",
+                         SlotOwner(OwnerKind.VRAM, "video0", 0, "0000:00:02.0/vga.vram"))
     samples = []
     for _ in range(count):
         began = time.perf_counter()

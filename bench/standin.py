@@ -57,7 +57,7 @@ def run_once(host: Host, image: str, mode: str) -> float:
         raise SystemExit(f"{mode}: QEMU exited {done.returncode}: {done.stderr.strip()}")
     journal = json.loads((host.root_path / f"run/ncdma/domains/{domain}/slots.json").read_text())
     [alias] = [slot for slot in journal["slots"] if slot["gpa"] == CHAIN4]
-    if alias["action"] != "tag" or alias["flag_set"] != (mode == "enforce"):
+    if alias["decision"] != "tag" or alias["flag_set"] != (mode == "enforce"):
         raise SystemExit(f"{mode}: the chain-4 vram slot was journaled {alias}")
     host.run(["rm", "-rf", f"/run/ncdma/domains/{domain}"])
     return elapsed

@@ -18,11 +18,12 @@ import pytest
 
 from lab.guests.build import build_guest
 from lab.guarded import GuardedHost
+from ncdma.kvm.abi import KVM_SET_USER_MEMORY_REGION
+from ncdma.linux.syscalls import NR_EXIT_GROUP, NR_IOCTL
 
 # How long a test waits for a QEMU that should finish before calling it hung: a detector
 # of hangs (QEMU needs a few seconds here), not a measure of speed (bench/guard.py is).
 HANG_S = 30
-KVM_SET_USER_MEMORY_REGION = "0x4020ae46"
 ISA_EXIT = ("-device", "isa-debug-exit,iobase=0x501,iosize=2")
 VRAM_GPA = 0xE0000000  # bartoggle's BAR_ADDR
 
@@ -35,8 +36,8 @@ def blocked_threads(pid: int) -> list[str]:
             fields = (task / "syscall").read_text().split()
         except OSError:
             continue
-        if fields[:1] == ["231"] or (fields[:1] == ["16"] and fields[2:3] ==
-                                     [KVM_SET_USER_MEMORY_REGION]):
+        if fields[:1] == [str(NR_EXIT_GROUP)] or (fields[:1] == [str(NR_IOCTL)] and fields[2:3]
+                                                  == [f"{KVM_SET_USER_MEMORY_REGION:#x}"]):
             found.append(f"thread {task.name}: {' '.join(fields[:4])}")
     return found
 
@@ -66,18 +67,18 @@ class GatedQemu:
             return None
         return next((slot for slot in slots if slot["gpa"] == VRAM_GPA), None)
 
-    def wait_guarded(self, action: str | None = None) -> int:
-        """Until the guard serves QEMU and has journaled the vram slot (with ``action``,
+    def wait_guarded(self, decision: str | None = None) -> int:
+        """Until the guard serves QEMU and has journaled the vram slot (with ``decision``,
         if given); the guard's pid."""
         deadline = time.monotonic() + 30
         while True:
             assert self.process.poll() is None, f"QEMU ended early: {self.stderr()}"
             pid = self.host.guard_pid(self.domain)
             slot = self.vram_slot()
-            if pid is not None and slot is not None and action in (None, slot["action"]):
+            if pid is not None and slot is not None and decision in (None, slot["decision"]):
                 return pid
             assert time.monotonic() < deadline, f"the guard never journaled the vram slot " \
-                                                f"({action or 'any action'})"
+                                                f"({decision or 'any decision'})"
             time.sleep(0.1)
 
     def go(self) -> None:

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.errors import LabError
 from lab.intel.image import base_archive, python_archive, qemu_archive
 from lab.intel.run import run_intel
 from lab.kernel.build import build_variants, ensure_packages, source_version
+from lab.kernel.commands import build_and_run, dispatch
 from lab.kernel.recipe import Recipe, Variant
 
 KERNELS = [variant.value for variant in Variant]
@@ -23,15 +22,10 @@ PACKAGES = ("bochs", "bochsbios", "vgabios", "bochs-term", "isolinux", "syslinux
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m lab.intel", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build (or find cached) the kernels and images")
-    build.add_argument("--kernel", choices=KERNELS, action="append",
-                       help="only this kernel (repeatable; default: all three)")
-    build.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="make -j")
-    run = sub.add_parser("run", help="boot a built kernel under Bochs and print its steps")
-    run.add_argument("--kernel", choices=KERNELS, required=True)
-    run.add_argument("--out", type=Path, help="run directory (default: a new one in /tmp)")
-    run.add_argument("--timeout", type=float, default=600, help="seconds (default 600)")
+    _, run = build_and_run(parser, "--kernel", KERNELS, (
+        "build (or find cached) the kernels and images",
+        "only this kernel (repeatable; default: all three)",
+        "boot a built kernel under Bochs and print its steps"), KERNELS)
     run.add_argument("--steps", help="comma-separated init.sh steps (default: the kernel's; "
                      "e.g. check,qemu-plain)")
     return parser.parse_args(argv)
@@ -69,15 +63,8 @@ def run(kernel: str, out: Path | None, timeout: float, steps: str | None) -> Non
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    try:
-        if args.command == "build":
-            build(args.kernel or KERNELS, args.jobs)
-        else:
-            run(args.kernel, args.out, args.timeout, args.steps)
-    except LabError as err:
-        print(f"lab.intel: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return dispatch("lab.intel", args.command, lambda: build(args.kernel or KERNELS, args.jobs),
+                    lambda: run(args.kernel, args.out, args.timeout, args.steps))
 
 
 if __name__ == "__main__":

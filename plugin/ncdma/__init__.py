@@ -9,7 +9,8 @@ The package is layered; from the top:
 - adapters: :mod:`ncdma.host` (host probe), :mod:`ncdma.qmp` (QEMU's QMP),
   :mod:`ncdma.virt` (libvirt and domain XML), :mod:`ncdma.store` (the state directory);
 - core: :mod:`ncdma.model` (policy, verdict, plan, slot, layout), then :mod:`ncdma.kvm`
-  (KVM's ioctl ABI), then :mod:`ncdma.linux` (seccomp, procfs, shared mappings, cache flush);
+  (KVM's ioctl ABI), then :mod:`ncdma.linux` (seccomp, pidfd, procfs, shared mappings, cache
+  flush);
 - base: :mod:`ncdma.logs`, then :mod:`ncdma.settings`, then :mod:`ncdma.standin` (the lab's
   stand-in flag), then :mod:`ncdma.errors`.
 
@@ -27,3 +28,5 @@ try:  # written by setuptools_scm when the package is built or installed
     from ncdma._version import version as __version__
 except ImportError:  # a checkout never installed
     __version__ = "0+unknown"
+
+__all__ = ["__version__"]

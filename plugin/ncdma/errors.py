@@ -20,7 +20,7 @@ needs to tell cases apart (never read out of the message)::
      +-- GuardAttachError         the wrapper could not hand QEMU to the guard: socket,
      |                            filtered (the filter is installed: QEMU cannot run)
      +-- AttachRequestError       a request to the guard service breaks its protocol
-     +-- PreloadError             method vm's preload library is not there: path
+     +-- PreloadError             method vm's preload library is missing or unreadable: path
      +-- ConfinementError         a domain's AppArmor rules cannot be written or loaded: profile
      +-- HookTimeout              a hook operation ran past hook_timeout: operation, seconds
      +-- MigrationError           `ncdma migrate`; the source keeps running unless it says
@@ -38,7 +38,7 @@ stderr line; nothing reaches the operator as a traceback.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os  # loaded by every interpreter already: the hook's fast path pays for no import
 
 
 class NcdmaError(Exception):
@@ -64,7 +64,8 @@ class UsageError(NcdmaError):
 class ConfigError(UsageError):
     """The host configuration file ``path`` is unreadable or holds an invalid value."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
@@ -122,7 +123,8 @@ class DomainStateError(NcdmaError):
 class StateFileError(NcdmaError):
     """The state directory's file ``path`` exists but cannot be read."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
@@ -151,7 +153,7 @@ class GuardAttachError(NcdmaError):
     """The wrapper could not hand QEMU's listener to the guard service at ``socket``;
     ``filtered`` when its filter was installed already (QEMU cannot run unguarded then)."""
 
-    def __init__(self, message: str, hint: str = "", socket: Path | None = None,
+    def __init__(self, message: str, hint: str = "", socket: os.PathLike[str] | None = None,
                  filtered: bool = False) -> None:
         super().__init__(message, hint)
         self.socket = socket
@@ -166,7 +168,8 @@ class PreloadError(NcdmaError):
     """The preload library that disables KVM_X86_QUIRK_IGNORE_GUEST_PAT in QEMU (method vm)
     is missing or unreadable at ``path``."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 
@@ -175,7 +178,8 @@ class ConfinementError(NcdmaError):
     """ncdma's rules for a domain cannot be added to its AppArmor ``profile``, or it cannot
     be loaded."""
 
-    def __init__(self, message: str, hint: str = "", profile: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 profile: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.profile = profile
 
@@ -205,7 +209,8 @@ class MigrationFailed(MigrationError):
 class MigrationBusy(MigrationError):
     """Another `ncdma migrate` of the same domain holds its lock (the file ``path``)."""
 
-    def __init__(self, message: str, hint: str = "", path: Path | None = None) -> None:
+    def __init__(self, message: str, hint: str = "",
+                 path: os.PathLike[str] | None = None) -> None:
         super().__init__(message, hint)
         self.path = path
 

@@ -184,7 +184,8 @@ def load_settings(path: Path | None = None) -> Settings:
     except FileNotFoundError:
         return Settings(source=path)
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions", path) from None
+        raise ConfigError(f"cannot read {path}: {err}", "check the file's permissions",
+                          path) from None
     except configparser.Error as err:
         raise ConfigError(f"{path} is not valid INI: {str(err).splitlines()[0]}",
                           f"write it as [{SECTION}] followed by key = value lines", path) from None

@@ -14,7 +14,8 @@ import pytest
 
 from ncdma.errors import MigrationRefused
 from ncdma.settings import Settings
-from ncdma.store.capture import JOURNAL_RESERVE, SlotRef, arm, migration_dir
+from ncdma.model.slot import OwnerKind, SlotDecision, SlotOwner, SlotRecord
+from ncdma.store.capture import JOURNAL_RESERVE, arm, migration_dir
 from tests.host.conftest import mounted_tmpfs
 
 MiB = 1 << 20
@@ -28,8 +29,9 @@ def small_state(short_tmp: Path) -> Iterator[Settings]:
         yield Settings(state_dir=state)
 
 
-def _slot(size: int) -> SlotRef:
-    return SlotRef(6, 0xE0000000, size, 0x7F0000000000, "video0 vram")
+def _slot(size: int) -> SlotRecord:
+    return SlotRecord(6, 0, 0xE0000000, size, 0x7F0000000000, SlotDecision.TAG,
+                      "selected", SlotOwner(OwnerKind.VRAM, "video0", 0), True, True)
 
 
 def test_a_capture_that_fits_beside_the_reserve_is_armed(small_state: Settings) -> None:

@@ -35,7 +35,7 @@ def test_killed_after_answering_a_tag(faulty_host: GuardedHost, tmp_path: Path) 
         (faulty_host.root / "fault").write_text("after-answer:tag")
         _taken_over(faulty_host, qemu)  # the fresh mapping was tagged, answered, guard killed
         slot = qemu.vram_slot()
-        assert slot is not None and slot["action"] == "tag", \
+        assert slot is not None and slot["decision"] == "tag", \
             f"the successor took over a journal without the tagged slot: {slot}"
     finally:
         qemu.kill()

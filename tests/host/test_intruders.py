@@ -99,7 +99,7 @@ def test_memory_moved_into_the_vram_window_is_never_tagged(host: GuardedHost, tm
         qemu.wait()
     [alien] = [slot for slot in journal["slots"] if slot["gpa"] == intruder.at]
     assert alien["size"] == intruder.size
-    selected = [slot for slot in journal["slots"] if slot["action"] in ("tag", "keep")]
+    selected = [slot for slot in journal["slots"] if slot["decision"] in ("tag", "keep")]
     wrong = [slot for slot in selected
              if slot["gpa"] < intruder.at + intruder.size and intruder.at < slot["gpa"] + slot["size"]
              or slot["hva"] == alien["hva"]]

@@ -21,7 +21,7 @@ def test_only_the_flags_word_changes() -> None:
             (7, 0x1, 0xFC000000, 0x800000, 0x7F0000000000)
         memory.write_flags(address, slot.flags | 0x8)
     finally:
-        memory.close()
+        os.close(memory.fd)
     after = bytes(region)
     assert region.flags == 0x9
     changed = [index for index, (a, b) in enumerate(zip(before, after)) if a != b]

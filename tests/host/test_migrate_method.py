@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ncdma.migrate.options import MigrateOptions
-from ncdma.migrate.preflight import Refusal, SourceFacts, decide
+from ncdma.migrate.preflight import MigrationRefusal, SourceFacts, decide_migration
 from tests.host.conftest import run_ncdma
 
 
@@ -19,7 +19,7 @@ def test_a_vm_method_domain_is_refused_by_a_destination_without_the_quirk() -> N
     assert any("KVM_X86_QUIRK_IGNORE_GUEST_PAT" in reason
                for reason in destination["vm_reasons"])
     source = SourceFacts("vm1", "u-1", "refuse", "enforce", False, "enforce", method="vm")
-    refusal = decide(source, destination, MigrateOptions("vm1", "qemu+ssh://h2/system"))
-    assert isinstance(refusal, Refusal)
+    refusal = decide_migration(source, destination, MigrateOptions("vm1", "qemu+ssh://h2/system"))
+    assert isinstance(refusal, MigrationRefusal)
     assert "the destination does not allow method vm: " in refusal.reason
     assert "KVM_X86_QUIRK_IGNORE_GUEST_PAT (0x200)" in refusal.reason

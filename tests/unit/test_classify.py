@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from ncdma.guard.classify import classify
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.layout import BarWindow, FlatRange, GpuDevice, Layout, RamBlock, learn_vram_hva
-from ncdma.model.slot import Action
+from ncdma.model.slot import OwnerKind, SlotDecision
 
 RAM_GPA, RAM_SIZE = 0, 128 << 20
 RAM_HVA = 0x7F00_0000_0000
@@ -43,17 +43,17 @@ def slot(gpa: int, size: int, hva: int, number: int = 3, flags: int = 1) -> Mems
 def test_vram_is_tagged_by_host_address_even_where_the_slot_covers_part_of_the_bar() -> None:
     decision = classify(slot(0x8400000 + RAM_SIZE, 4 << 20, VRAM_HVA + (4 << 20)), layout(),
                         {"vram"}, {})
-    assert decision.action is Action.TAG and "vram" in decision.owner
+    assert decision.decision is SlotDecision.TAG and decision.owner.kind is OwnerKind.VRAM
 
 
 def test_vram_window_holding_other_memory_is_left_alone() -> None:
     decision = classify(slot(VRAM_GPA, VRAM_SIZE, 0x7E00_0000_0000), layout(), {"vram"}, {})
-    assert decision.action is Action.UNTOUCHED
+    assert decision.decision is SlotDecision.UNTOUCHED
 
 
 def test_without_host_addresses_the_vram_window_proves_nothing() -> None:
     decision = classify(slot(VRAM_GPA, VRAM_SIZE, 0x1234000), layout(hvas=False), {"vram"}, {})
-    assert decision.action is Action.UNTOUCHED and "not known yet" in decision.reason
+    assert decision.decision is SlotDecision.UNTOUCHED and "not known yet" in decision.reason
 
 
 def flat_layout(*ranges: FlatRange) -> Layout:
@@ -72,10 +72,10 @@ def test_vram_host_address_is_learned_from_a_flat_range_and_a_slot_live_all_alon
     assert learn_vram_hva(found, live) == VRAM_HVA
     learned = found.with_vram_hva(VRAM_BLOCK.name, VRAM_HVA)
     assert classify(slot(rest.start, rest.size, VRAM_HVA + rest.offset), learned, {"vram"},
-                    {}).action is Action.TAG
+                    {}).owner.kind is OwnerKind.VRAM
     # the ROM in the window is not vram's memory: left alone
     rom_slot = slot(rom.start, rom.size, 0x7E00_0000_0000)
-    assert classify(rom_slot, learned, {"vram"}, {}).action is Action.UNTOUCHED
+    assert classify(rom_slot, learned, {"vram"}, {}).decision is SlotDecision.UNTOUCHED
 
 
 def test_vram_host_address_is_not_learned_from_doubtful_evidence() -> None:
@@ -98,40 +98,44 @@ def test_hostmem_window_holding_another_ramblock_is_left_alone() -> None:
     found = dataclasses.replace(layout(), ramblocks=(*layout().ramblocks, rom))
     decision = classify(slot(HOSTMEM_GPA + (16 << 20), 0x10000, rom.hva or 0), found,
                         {"hostmem"}, {})
-    assert decision.action is Action.UNTOUCHED and rom.name in decision.reason
+    assert decision.decision is SlotDecision.UNTOUCHED and rom.name in decision.reason
 
 
 def test_hostmem_needs_host_addresses() -> None:
     blob = slot(HOSTMEM_GPA + (1 << 20), 2 << 20, 0x7E00_0000_0000)
-    assert classify(blob, layout(hvas=False), {"hostmem"}, {}).action is Action.UNTOUCHED
+    assert classify(blob, layout(hvas=False), {"hostmem"}, {}).decision is SlotDecision.UNTOUCHED
 
 
 def test_hostmem_blob_inside_the_window_is_tagged_only_when_selected() -> None:
     blob = slot(HOSTMEM_GPA + (1 << 20), 2 << 20, 0x7E00_0000_0000)
-    assert classify(blob, layout(), {"hostmem"}, {}).action is Action.TAG
-    assert classify(blob, layout(), {"vram"}, {}).action is Action.UNTOUCHED
+    decision = classify(blob, layout(), {"hostmem"}, {})
+    assert decision.decision is SlotDecision.TAG and decision.owner.kind is OwnerKind.HOSTMEM
+    assert decision.owner.bar == 4 and decision.owner.device
+    assert not decision.owner.in_qemu_stream, "blob mappings are not RAMBlocks"
+    assert classify(blob, layout(), {"vram"}, {}).decision is SlotDecision.UNTOUCHED
 
 
 def test_guest_ram_is_never_tagged() -> None:
     decision = classify(slot(0x100000, 0x7F00000, RAM_HVA + 0x100000), layout(), {"vram"}, {})
-    assert decision.action is Action.UNTOUCHED and decision.owner == "system RAM"
+    assert decision.decision is SlotDecision.UNTOUCHED
+    assert decision.owner.kind is OwnerKind.SYSTEM_RAM
 
 
 def test_unknown_layout_leaves_everything_untouched_but_keeps_tags() -> None:
-    assert classify(slot(VRAM_GPA, VRAM_SIZE, VRAM_HVA), None, {"vram"}, {}).action \
-        is Action.UNTOUCHED
+    assert classify(slot(VRAM_GPA, VRAM_SIZE, VRAM_HVA), None, {"vram"}, {}).decision \
+        is SlotDecision.UNTOUCHED
     assert classify(slot(VRAM_GPA, VRAM_SIZE, VRAM_HVA), None, {"vram"},
-                    {3: (VRAM_GPA, VRAM_SIZE, VRAM_HVA)}).action is Action.KEEP
+                    {3: (VRAM_GPA, VRAM_SIZE, VRAM_HVA)}).decision is SlotDecision.KEEP
 
 
 def test_a_slot_id_back_with_other_memory_does_not_inherit_the_flag() -> None:
     # the table says slot 3 is the tagged vram; its delete was lost and QEMU reused id 3
     tagged = {3: (VRAM_GPA, VRAM_SIZE, VRAM_HVA)}
     ram = slot(0x100000, 0x7F00000, RAM_HVA + 0x100000)
-    assert classify(ram, layout(), {"vram"}, tagged).action is Action.UNTOUCHED
-    assert classify(ram, None, {"vram"}, tagged).action is Action.UNTOUCHED
+    assert classify(ram, layout(), {"vram"}, tagged).decision is SlotDecision.UNTOUCHED
+    assert classify(ram, None, {"vram"}, tagged).decision is SlotDecision.UNTOUCHED
     moved = slot(VRAM_GPA, VRAM_SIZE // 2, VRAM_HVA)
-    assert classify(moved, None, {"vram"}, tagged).action is Action.UNTOUCHED
+    assert classify(moved, None, {"vram"}, tagged).decision is SlotDecision.UNTOUCHED
 
 
 _ADDRESSES = st.one_of(st.integers(0, 1 << 40), st.sampled_from(
@@ -153,10 +157,10 @@ def _overlaps(start: int, size: int, low: int, length: int) -> bool:
 def test_properties(request: Memslot, hvas: bool, bars, tagged) -> None:
     decision = classify(request, layout(hvas), bars, tagged)
     if request.size == 0:
-        assert decision.action is Action.DELETE
+        assert decision.decision is SlotDecision.DELETE
     elif tagged.get(request.slot) == (request.gpa, request.size, request.hva):
-        assert decision.action is Action.KEEP, "a tagged slot keeps the flag on every re-issue"
-    elif decision.action is Action.TAG:
+        assert decision.decision is SlotDecision.KEEP, "a tagged slot keeps the flag on every re-issue"
+    elif decision.decision is SlotDecision.TAG:
         assert not _overlaps(request.gpa, request.size, RAM_GPA, RAM_SIZE), "tagged guest RAM"
         assert not (hvas and _overlaps(request.hva, request.size, RAM_HVA, RAM_SIZE))
         assert hvas, "without host addresses nothing is proven to be GPU memory"
@@ -166,4 +170,4 @@ def test_properties(request: Memslot, hvas: bool, bars, tagged) -> None:
             not _overlaps(request.hva, request.size, VRAM_HVA, VRAM_SIZE)
         assert (in_vram and "vram" in bars) or (in_hostmem and "hostmem" in bars)
     else:
-        assert decision.action is Action.UNTOUCHED
+        assert decision.decision is SlotDecision.UNTOUCHED

@@ -8,7 +8,7 @@ import pytest
 from lxml import etree
 
 from ncdma.errors import NcdmaError, PolicyError
-from ncdma.model.policy import Method, Migration, PolicyMode
+from ncdma.model.policy import Method, MigrationPolicy, PolicyMode
 from ncdma.virt.domain import parse_domain
 from ncdma.virt.enable import disable_xml, enable_xml
 
@@ -34,7 +34,7 @@ def test_enable_adds_metadata_and_points_emulator_at_the_wrapper() -> None:
 def test_enable_twice_updates_and_keeps_the_original_emulator() -> None:
     once, _ = enable_xml(LAB, {"bars": "vram"}, WRAPPER)
     twice, policy = enable_xml(once, {"migration": "copy"}, WRAPPER)
-    assert policy.migration is Migration.COPY and policy.bars == parse_domain(once).policy.bars
+    assert policy.migration is MigrationPolicy.COPY and policy.bars == parse_domain(once).policy.bars
     assert policy.emulator == "/usr/bin/qemu-system-x86_64"
 
 

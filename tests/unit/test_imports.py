@@ -52,13 +52,26 @@ def test_the_checker_finds_a_cycle_and_upward_imports() -> None:
     ]
 
 
-def _rule(text: str) -> str:
-    """The import rule's sentence, without markup and line breaks."""
-    match = re.search(r"Import rule: (.*?\.)\s*\n\s*\n", text, re.S)
-    assert match, "no 'Import rule:' paragraph"
+def _words(text: str, pattern: str) -> str:
+    """What ``pattern``'s group matches in ``text``, without markup and line breaks."""
+    match = re.search(pattern, text, re.S)
+    assert match, f"no {pattern!r} in the text"
     return re.sub(r"\s+", " ", re.sub(r":mod:|`", "", match.group(1)))
+
+
+RULE = r"Import rule: (.*?\.)\s*\n\s*\n"
+LAYERS = r"is layered; from the top:(.*?)checks all of it"
 
 
 def test_readme_and_pydoc_state_the_same_rule() -> None:
     assert ncdma.__doc__ is not None
-    assert _rule((REPO / "README.md").read_text()) == _rule(ncdma.__doc__)
+    assert _words((REPO / "README.md").read_text(), RULE) == _words(ncdma.__doc__, RULE)
+
+
+def test_readme_and_pydoc_describe_the_layout_in_the_same_words() -> None:
+    assert ncdma.__doc__ is not None
+    described = _words(ncdma.__doc__, LAYERS)
+    assert _words((REPO / "README.md").read_text(), LAYERS) == described
+    for package in sorted(path.name for path in (REPO / "plugin/ncdma").iterdir()
+                          if (path / "__init__.py").exists()):
+        assert f"ncdma.{package} " in described, f"ncdma.{package} is not described"

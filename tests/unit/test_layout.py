@@ -136,18 +136,18 @@ def test_pci_functions_with_memory_bars_unassigned_before_the_firmware_runs() ->
     assert list(functions) == ["0000:00:00.0", "0000:00:01.0", "0000:00:01.1", "0000:00:01.3",
                                "0000:00:02.0", "0000:00:03.0"]
     vga = functions["0000:00:02.0"]
-    assert (vga.qdev_id, vga.vendor, vga.device) == ("video0", 0x1AF4, 0x1050)
+    assert (vga.vendor, vga.device) == (0x1AF4, 0x1050)
     assert [(b.bar, b.address, b.size) for b in vga.bars] == \
         [(0, None, 8 * MIB), (2, None, 0x4000), (4, None, 0x1000), (6, None, 0x10000)]
     assert functions["0000:00:01.1"].bars == ()  # the IDE controller has only an I/O BAR
 
 
 def test_pci_bars_carry_their_addresses_once_assigned() -> None:
-    functions = {f.qdev_id: f for f in parse_pci(answer("10.0", "running-query-pci.json"))}
-    hostmem = functions["video0"].bars[3]
+    functions = {f.dev_path: f for f in parse_pci(answer("10.0", "running-query-pci.json"))}
+    hostmem = functions["0000:00:02.0"].bars[3]
     assert (hostmem.bar, hostmem.address, hostmem.size, hostmem.mem64, hostmem.prefetch) == \
         (4, 0xF8000000, 64 * MIB, True, True)
-    assert functions["video0"].bars[-1].address is None  # the ROM BAR stays disabled
+    assert functions["0000:00:02.0"].bars[-1].address is None  # the ROM BAR stays disabled
 
 
 def test_devices_behind_bridges_get_one_hop_per_bridge() -> None:
@@ -234,7 +234,7 @@ def test_qemu_7_2_knows_the_vram_block_but_no_host_addresses() -> None:
     vram = gpu(found, "video0").vram
     assert vram is not None and vram.hva is None
     assert found.system_ram_hva == ()
-    assert found.owner_of(0x7F0000000000, 0x1000) is None
+    assert not vram.holds(0x7F0000000000, 0x1000)
     assert found.system_ram_gpa == ((0, 0xA0000), (0xC0000, 128 * MIB - 0xC0000))
 
 
@@ -254,8 +254,8 @@ def test_guest_ram_must_be_known() -> None:
 def test_the_guards_helpers_on_qemu_10_0() -> None:
     found = layout("10.0", "running")
     video0 = gpu(found, "video0")
-    assert found.owner_of(VRAM_HVA_10 + 0x1000, 0x1000) is video0.vram
-    assert found.owner_of(VRAM_HVA_10 + 8 * MIB - 0x1000, 0x2000) is None  # crosses the end
+    assert video0.vram is not None and video0.vram.holds(VRAM_HVA_10 + 0x1000, 0x1000)
+    assert not video0.vram.holds(VRAM_HVA_10 + 8 * MIB - 0x1000, 0x2000)  # crosses the end
     assert found.gpu_bar_at(VRAM_BAR, 8 * MIB) == (video0, bars(found, "video0")[0])
     blob = found.gpu_bar_at(0xFC000000 + 16 * MIB, 2 * MIB)
     assert blob is not None and (blob[0].qdev_id, blob[1].kind) == ("gpu1", "hostmem")
@@ -270,7 +270,7 @@ def test_the_guards_helpers_on_qemu_10_0() -> None:
 def test_before_the_firmware_no_bar_window_holds_anything() -> None:
     found = layout("10.0", "paused")
     assert found.gpu_bar_at(VRAM_BAR, 8 * MIB) is None
-    assert found.owner_of(VRAM_HVA_10, 8 * MIB) is gpu(found, "video0").vram
+    assert gpu(found, "video0").vram.holds(VRAM_HVA_10, 8 * MIB)
 
 
 def test_layout_prints_addresses_in_hex() -> None:
@@ -317,7 +317,6 @@ def test_the_per_ioctl_helpers_are_cheap() -> None:
     found = running_10()
     calls = 20000
     costs = {name: timeit.timeit(call, number=calls) / calls for name, call in {
-        "owner_of": lambda: found.owner_of(VRAM_HVA_10 + 0x1000, 0x1000),
         "gpu_bar_at": lambda: found.gpu_bar_at(0xFC000000, 0x1000),
         "overlaps_system_ram": lambda: found.overlaps_system_ram(VRAM_BAR, 8 * MIB, VRAM_HVA_10),
     }.items()}

@@ -11,17 +11,17 @@ import pytest
 
 from ncdma.cli.check import check_json, check_text
 from ncdma.errors import PolicyError
-from ncdma.model.domain import Domain, GpuDevice
+from ncdma.model.domain import Domain, VideoDevice
 from ncdma.model.hostreport import CpuInfo
-from ncdma.model.plan import Plan, Refusal, WrapperPlan, decide_plan
+from ncdma.model.plan import Plan, StartRefusal, WrapperPlan, decide_plan
 from ncdma.model.policy import Method, Policy, parse_policy
-from ncdma.model.verdict import Mode, decide
+from ncdma.model.verdict import Mode, decide_mode
 from ncdma.settings import Settings
 from ncdma.virt.domain import parse_domain
 from tests.unit.hostreports import UNPATCHED_AMD, kernel_probe, variant
 
 SETTINGS = Settings(wrapper=Path("/usr/local/libexec/ncdma/ncdma-qemu"))
-VGA = GpuDevice("video0", "virtio-vga", "0000:00:02.0", 64 << 20, False, False, "video")
+VGA = VideoDevice("video0", "virtio-vga", 64 << 20)
 DOMAIN = Domain("vm", "u-1", "/usr/local/libexec/ncdma/ncdma-qemu", (VGA,), Policy())
 # Debian 13's 6.12 under an emulated Skylake-X (FACTS.md): flag EINVAL, quirk bit 9 offered
 UPSTREAM_INTEL = variant(kernel="6.12.117", probe=kernel_probe(errno.EINVAL, quirks=0x7FF))
@@ -36,7 +36,7 @@ def _plan(report, method: Method, require: bool = False, displays: tuple[str, ..
           allow: bool = False, gpus=(VGA,)):
     policy = Policy(require=require, method=method, allow_uncached_display=allow)
     domain = dataclasses.replace(DOMAIN, policy=policy, uncached_displays=displays, gpus=gpus)
-    return decide_plan(domain, decide(report), SETTINGS)
+    return decide_plan(domain, decide_mode(report), SETTINGS)
 
 
 def test_absent_method_keeps_todays_meaning_and_xml() -> None:
@@ -66,20 +66,20 @@ def test_bad_method_attributes_name_themselves(attributes, named) -> None:
     (variant(probe=None, probe_error="no /dev/kvm"), ()),
 ])
 def test_the_host_allows_each_method_on_its_own_evidence(report, methods) -> None:
-    verdict = decide(report)
+    verdict = decide_mode(report)
     assert verdict.methods == methods
     assert bool(verdict.vm_reasons) == ("vm" not in methods)
 
 
 def test_vm_reasons_name_the_quirk_bit_and_the_cpu() -> None:
-    reasons = decide(UNPATCHED_AMD).vm_reasons
+    reasons = decide_mode(UNPATCHED_AMD).vm_reasons
     assert "KVM_X86_QUIRK_IGNORE_GUEST_PAT (0x200)" in reasons[0] and "0x5ff" in reasons[0]
     assert "AuthenticAMD" in reasons[1]
-    assert "self-snoop" in decide(NO_SELF_SNOOP).vm_reasons[0]
+    assert "self-snoop" in decide_mode(NO_SELF_SNOOP).vm_reasons[0]
 
 
 def test_check_reports_both_methods_in_json_and_text() -> None:
-    verdict = decide(UPSTREAM_INTEL)
+    verdict = decide_mode(UPSTREAM_INTEL)
     document = check_json(UPSTREAM_INTEL, verdict)
     assert document["methods"] == ["vm"]
     vm, slot = document["method_checks"]["vm"], document["method_checks"]["slot"]
@@ -89,7 +89,7 @@ def test_check_reports_both_methods_in_json_and_text() -> None:
     assert "EINVAL" in slot["reasons"][0]
     text = check_text(UPSTREAM_INTEL, verdict)
     assert "methods allowed: vm " in text and "method vm unavailable" not in text
-    assert "method vm unavailable:" in check_text(UNPATCHED_AMD, decide(UNPATCHED_AMD))
+    assert "method vm unavailable:" in check_text(UNPATCHED_AMD, decide_mode(UNPATCHED_AMD))
 
 
 def test_vm_on_a_quirk_host_is_enforce_and_flags_no_slot() -> None:
@@ -109,7 +109,7 @@ def test_vm_needs_no_virtio_gpu_bar() -> None:
 
 def test_vm_where_the_quirk_is_not_offered_refuses_or_audits_with_the_reason() -> None:
     refusal = _plan(UNPATCHED_AMD, Method.VM, require=True)
-    assert isinstance(refusal, Refusal) and "\n" not in refusal.reason
+    assert isinstance(refusal, StartRefusal) and "\n" not in refusal.reason
     assert "method vm" in refusal.reason and "KVM_X86_QUIRK_IGNORE_GUEST_PAT" in refusal.reason
     plan = _plan(UNPATCHED_AMD, Method.VM)
     assert (plan.mode, plan.method) == (Mode.AUDIT, Method.VM)
@@ -120,7 +120,7 @@ def test_vm_where_the_quirk_is_not_offered_refuses_or_audits_with_the_reason() -
 @pytest.mark.parametrize("require", [True, False])
 def test_vm_with_an_uncached_display_is_refused_in_one_line(require) -> None:
     refusal = _plan(UPSTREAM_INTEL, Method.VM, require, ("<video><model type='vga'>",))
-    assert isinstance(refusal, Refusal) and "\n" not in refusal.reason
+    assert isinstance(refusal, StartRefusal) and "\n" not in refusal.reason
     assert "<video><model type='vga'>" in refusal.reason
     assert "allow_uncached_display='yes'" in refusal.reason
     plan = _plan(UPSTREAM_INTEL, Method.VM, require, ("-vga std",), allow=True)
@@ -142,7 +142,7 @@ def test_auto_does_not_pick_vm_for_an_uncached_display_and_says_why() -> None:
     plan = _plan(UPSTREAM_INTEL, Method.AUTO, displays=("-vga std",))
     assert (plan.method, plan.mode) == (Method.SLOT, Mode.AUDIT)
     assert any(reason.startswith("method vm: its display -vga std") for reason in plan.reasons)
-    assert isinstance(_plan(UPSTREAM_INTEL, Method.AUTO, True, ("-vga std",)), Refusal)
+    assert isinstance(_plan(UPSTREAM_INTEL, Method.AUTO, True, ("-vga std",)), StartRefusal)
 
 
 def test_a_plan_written_before_methods_existed_reads_as_slot() -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from ncdma.model.domain import Domain, GpuDevice
-from ncdma.model.plan import Plan, Refusal, decide_plan
+from ncdma.model.domain import Domain, VideoDevice
+from ncdma.model.plan import Plan, StartRefusal, decide_plan
 from ncdma.model.policy import Bar, Policy, PolicyMode
 from ncdma.model.verdict import Mode, Verdict
 from ncdma.settings import Settings
 
 SETTINGS = Settings(wrapper=Path("/usr/local/libexec/ncdma/ncdma-qemu"))
-VGA = GpuDevice("video0", "virtio-vga", "0000:00:02.0", 64 << 20, False, False, "video")
-PCI_NO_HOSTMEM = GpuDevice("video1", "virtio-gpu-pci", None, 0, False, False, "video")
+VGA = VideoDevice("video0", "virtio-vga", 64 << 20)
+PCI_NO_HOSTMEM = VideoDevice("video1", "virtio-gpu-pci", 0)
 DOMAIN = Domain("vm", "u-1", "/usr/local/libexec/ncdma/ncdma-qemu", (VGA,), Policy())
 ENFORCE = Verdict(Mode.ENFORCE, (), ())
 AUDIT = Verdict(Mode.AUDIT, ("kernel rejects the flag",), ())
@@ -46,7 +46,7 @@ def test_enforce_falls_back_to_audit_and_says_why() -> None:
 
 def test_require_refuses_with_the_host_reasons() -> None:
     refusal = decide_plan(_with(Policy(require=True)), AUDIT, SETTINGS)
-    assert isinstance(refusal, Refusal)
+    assert isinstance(refusal, StartRefusal)
     assert refusal.reason.startswith("ncdma: refusing to start vm: its policy requires enforce")
     assert "kernel rejects the flag" in refusal.reason and "\n" not in refusal.reason
 
@@ -55,14 +55,14 @@ def test_audit_request_is_audit_on_any_usable_host_and_none_on_unusable() -> Non
     audit = Policy(mode=PolicyMode.AUDIT, require=True)
     assert decide_plan(_with(audit), ENFORCE, SETTINGS).mode is Mode.AUDIT
     assert decide_plan(_with(audit), AUDIT, SETTINGS).mode is Mode.AUDIT
-    assert isinstance(decide_plan(_with(audit), NONE, SETTINGS), Refusal)
+    assert isinstance(decide_plan(_with(audit), NONE, SETTINGS), StartRefusal)
     assert decide_plan(_with(Policy(mode=PolicyMode.AUDIT)), NONE, SETTINGS).mode is Mode.NONE
 
 
 def test_emulator_must_be_the_wrapper_at_start_but_not_when_receiving() -> None:
     foreign = _with(emulator="/usr/bin/qemu-system-x86_64")
     refusal = decide_plan(foreign, ENFORCE, SETTINGS)
-    assert isinstance(refusal, Refusal) and "run `ncdma enable vm` again" in refusal.reason
+    assert isinstance(refusal, StartRefusal) and "run `ncdma enable vm` again" in refusal.reason
     assert isinstance(decide_plan(foreign, ENFORCE, SETTINGS, "accept the incoming migration of"),
                       Plan)
 
@@ -82,21 +82,21 @@ def test_devices_selected_by_bars(gpus, bars, devices) -> None:
 
 def test_nothing_to_tag_with_require_is_refused() -> None:
     refusal = decide_plan(_with(Policy(require=True), gpus=(PCI_NO_HOSTMEM,)), ENFORCE, SETTINGS)
-    assert isinstance(refusal, Refusal)
+    assert isinstance(refusal, StartRefusal)
     assert "no virtio-gpu device has a BAR selected by bars='hostmem'" in refusal.reason
 
 
 @pytest.mark.parametrize("model", ["virtio-gpu-pci", "virtio-gpu-ccw", "virtio-gpu-device"])
 def test_a_vram_policy_without_a_vga_device_is_refused_with_require(model) -> None:
     # what an aarch64, s390x or virtio-mmio <video type='virtio'> becomes: no vram BAR
-    gpu = GpuDevice("video0", model, None, 0, False, False, "video")
+    gpu = VideoDevice("video0", model, 0)
     refusal = decide_plan(_with(Policy(require=True, bars=frozenset({Bar.VRAM})), gpus=(gpu,)),
                           ENFORCE, SETTINGS)
-    assert isinstance(refusal, Refusal) and "bars='vram'" in refusal.reason
+    assert isinstance(refusal, StartRefusal) and "bars='vram'" in refusal.reason
 
 
 @pytest.mark.parametrize("model", ["virtio-gpu-ccw", "virtio-gpu-device"])
 def test_hostmem_off_pci_has_no_bar_to_tag(model) -> None:
-    gpu = GpuDevice("video0", model, None, 64 << 20, False, False, "video")
+    gpu = VideoDevice("video0", model, 64 << 20)
     refusal = decide_plan(_with(Policy(require=True), gpus=(gpu,)), ENFORCE, SETTINGS)
-    assert isinstance(refusal, Refusal) and "bars='hostmem'" in refusal.reason
+    assert isinstance(refusal, StartRefusal) and "bars='hostmem'" in refusal.reason

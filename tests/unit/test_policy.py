@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from lxml import etree
 
 from ncdma.errors import PolicyError
-from ncdma.model.policy import ELEMENT, NAMESPACE, Bar, Migration, Policy, PolicyMode, parse_policy
+from ncdma.model.policy import ELEMENT, NAMESPACE, Bar, MigrationPolicy, Policy, PolicyMode, parse_policy
 
 SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parents[2] / "xml/ncdma-metadata.rng")))
 
@@ -29,7 +29,7 @@ def _parser_accepts(attributes: dict[str, str]) -> bool:
 
 
 def test_defaults() -> None:
-    assert parse_policy({}) == Policy(PolicyMode.ENFORCE, False, Migration.REFUSE,
+    assert parse_policy({}) == Policy(PolicyMode.ENFORCE, False, MigrationPolicy.REFUSE,
                                       frozenset({Bar.HOSTMEM}), None)
 
 

@@ -20,7 +20,8 @@ from ncdma.model.layout import BarWindow, GpuDevice, Layout, RamBlock
 from ncdma.kvm.memslot import Memslot
 from ncdma import __version__
 from ncdma.migrate.options import MigrateOptions
-from ncdma.migrate.preflight import Decision, Refusal, Strategy, decide
+from ncdma.migrate.preflight import (MigrationDecision, MigrationRefusal, Strategy,
+                                     decide_migration)
 from ncdma.migrate.source import gather_source
 from ncdma.model.plan import Plan
 from ncdma.model.policy import PolicyMode
@@ -51,8 +52,8 @@ def guard_journal(directory: Path, *flag_changes: int) -> Journal:
     journal = Journal(directory, "enforce", STAND_IN_FLAG, 4242, True)
     for flags in (0, *flag_changes):
         request = Memslot(BLOB.slot, flags, BLOB.gpa, BLOB.size, BLOB.hva)
-        decision = classify(request, LAYOUT, {"hostmem"}, journal.tagged)
-        assert decision.wants_flag
+        decision = classify(request, LAYOUT, {"hostmem"}, journal.flagged)
+        assert decision.decision.wants_flag
         journal.record(request, decision, True)
     journal.save()
     return journal
@@ -66,31 +67,31 @@ def settings_with_plan(tmp_path: Path, migration: str) -> Settings:
     return settings
 
 
-def source_decision(tmp_path: Path, migration: str, *flag_changes: int) -> Decision | Refusal:
+def source_decision(tmp_path: Path, migration: str, *flag_changes: int) -> MigrationDecision | MigrationRefusal:
     settings = settings_with_plan(tmp_path, migration)
     guard_journal(settings.domain_dir(UUID), *flag_changes)
     (settings.domain_dir(UUID) / GUARD_PID_FILE).write_text(f"{os.getpid()}\n")  # alive
     xml = (REPO / "xml/examples/virtio-vga-opted-in.xml").read_text()
     facts = gather_source(settings, "vm", UUID, xml)
-    return decide(facts, READY, OPTIONS)
+    return decide_migration(facts, READY, OPTIONS)
 
 
 def test_refuse_refuses_after_qemu_turned_dirty_logging_on_for_the_tagged_slot(tmp_path) -> None:
     decision = source_decision(tmp_path, "refuse", LOG_DIRTY_PAGES)
-    assert isinstance(decision, Refusal), f"migrated as {decision}"
+    assert isinstance(decision, MigrationRefusal), f"migrated as {decision}"
     assert f"{BLOB.gpa:#x}" in decision.reason
 
 
 def test_refuse_refuses_after_a_cancelled_migration_toggled_logging_on_and_off(tmp_path) -> None:
     decision = source_decision(tmp_path, "refuse", LOG_DIRTY_PAGES, 0)
-    assert isinstance(decision, Refusal), f"migrated as {decision}"
+    assert isinstance(decision, MigrationRefusal), f"migrated as {decision}"
 
 
 def test_copy_still_copies_the_re_issued_slot(tmp_path) -> None:
     decision = source_decision(tmp_path, "copy", LOG_DIRTY_PAGES, 0)
-    assert isinstance(decision, Decision) and decision.strategy is Strategy.COPY
-    assert [slot.gpa for slot in decision.source.tagged] == [BLOB.gpa]
-    assert decision.source.tagged[0].flag_set
+    assert isinstance(decision, MigrationDecision) and decision.strategy is Strategy.COPY
+    assert [slot.gpa for slot in decision.source.selected] == [BLOB.gpa]
+    assert decision.source.selected[0].flag_set
 
 
 def test_the_destination_accepts_a_slot_its_guard_re_issued(tmp_path) -> None:
@@ -98,4 +99,4 @@ def test_the_destination_accepts_a_slot_its_guard_re_issued(tmp_path) -> None:
     journal = read_journal(tmp_path)
     assert journal is not None
     target = peer._tagged_slot(journal, BLOB.gpa, BLOB.size)  # raises if not selected
-    assert target["slot"] == BLOB.slot and target["flag_set"]
+    assert target.slot == BLOB.slot and target.flag_set

@@ -1,4 +1,4 @@
-"""Static checks of the package: types (mypy) and lint (ruff: errors, bugbear)."""
+"""Static checks of the package: types (mypy --strict) and lint (ruff: errors, bugbear)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_package_type_checks() -> None:
-    done = _run("mypy", "--ignore-missing-imports", "--python-version", "3.11", "plugin/ncdma")
+    done = _run("mypy", "--strict", "--ignore-missing-imports", "--python-version", "3.11",
+                "plugin/ncdma")
     assert done.returncode == 0, done.stdout + done.stderr
 
 

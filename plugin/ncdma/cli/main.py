@@ -24,8 +24,8 @@ from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_and_libvirt_versions
 from ncdma.kvm.device import DEFAULT_DEVICE
 from ncdma.migrate.options import add_arguments as add_migrate_arguments
-from ncdma.model.policy import Bar, Method, Migration, PolicyMode
-from ncdma.model.verdict import Mode, decide
+from ncdma.model.policy import Bar, Method, MigrationPolicy, PolicyMode
+from ncdma.model.verdict import Mode, decide_mode
 from ncdma.settings import parse_flag_value
 from ncdma.settings import DEFAULT_NON_COHERENT_DMA_FLAG
 from ncdma.settings import load_settings
@@ -49,7 +49,7 @@ def run_check(args: argparse.Namespace) -> int:
     settings = load_settings() if args.flag is None else None
     flag = settings.flag if settings is not None else args.flag
     report = gather_host_report(flag, args.device, qemu_and_libvirt_versions())
-    verdict = decide(report, settings is not None and settings.stand_in)
+    verdict = decide_mode(report, settings is not None and settings.stand_in)
     emit(args, check_json(report, verdict), check_text(report, verdict))
     return EXIT_OK if verdict.methods else EXIT_FAILED
 
@@ -93,7 +93,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     from ncdma.migrate.options import MigrateOptions
     from ncdma.migrate.progress import ProgressDisplay
     from ncdma.migrate.record import record_run
-    from ncdma.migrate.run import Migration
+    from ncdma.migrate.run import MigrationRun
     from ncdma.migrate.summary import Summary
     from ncdma.virt.connect import connection
 
@@ -104,7 +104,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     summary = Summary(options.domain, options.desturi)
     try:
         with connection(args.connect) as conn:
-            migration = Migration(options, settings, conn, display)
+            migration = MigrationRun(options, settings, conn, display)
             summary = migration.summary
             summary = migration.run()
     except NcdmaError as err:
@@ -131,7 +131,7 @@ def run_metrics(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     report = gather_host_report(settings.flag, DEFAULT_DEVICE, qemu_and_libvirt_versions())
-    mode = decide(report, settings.stand_in).mode
+    mode = decide_mode(report, settings.stand_in).mode
     families = gather(settings, mode, [plan_status(settings, plan)
                                        for plan in running_plans(settings)])
     text = render(families)
@@ -178,14 +178,26 @@ def run_guardd(args: argparse.Namespace) -> int:
     return run_service(load_settings())
 
 
-def _domain_command(commands: argparse._SubParsersAction[Parser], name: str,
-                    summary: str, description: str) -> Parser:
+_Commands = argparse._SubParsersAction  # argparse's type of the subcommands' registry
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _command(commands: _Commands[Parser], name: str, handler: _Handler, summary: str,
+             description: str, epilog: str | None = None) -> Parser:
+    """A subcommand run by ``handler``, with ``--json`` (every command has it)."""
+    command: Parser = commands.add_parser(name, help=summary, description=description,
+                                          epilog=epilog)
+    command.set_defaults(handler=handler)
+    add_json(command)
+    return command
+
+
+def _domain_command(commands: _Commands[Parser], name: str, handler: _Handler, summary: str,
+                    description: str) -> Parser:
     """A subcommand that works on defined domains through libvirt."""
-    command: Parser = commands.add_parser(name, help=summary,
-                                                           description=description)
+    command = _command(commands, name, handler, summary, description)
     command.add_argument("-c", "--connect", metavar="URI",
                          help="libvirt connection URI (default: the system's, as root)")
-    add_json(command)
     return command
 
 
@@ -199,22 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log details and tracebacks to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser(
-        "check", help="report which mode this host can run, and why",
-        description="Probe this host with real KVM ioctls and report whether ncdma can enforce "
-                    "(tag virtio-gpu BAR memslots), only audit, or not run at all.",
-        epilog="Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
-    add_json(check)
+    check = _command(
+        commands, "check", run_check, "report which mode this host can run, and why",
+        "Probe this host with real KVM ioctls and report whether ncdma can enforce (tag "
+        "virtio-gpu BAR memslots), only audit, or not run at all.",
+        "Exit status: 0 enforce possible, 1 audit only or no mode, 2 usage error.")
     check.add_argument("--flag", type=_flag_argument, default=None, metavar="VALUE",
                        help="KVM_MEM_NON_COHERENT_DMA's value in the host kernel (default: "
                             f"ncdma.conf's flag, else {DEFAULT_NON_COHERENT_DMA_FLAG:#x}; on a lab "
                             "host with lab_stand_in = yes, the lab's stand-in flag)")
     check.add_argument("--device", default=DEFAULT_DEVICE, metavar="PATH",
                        help=f"the KVM device node (default {DEFAULT_DEVICE})")
-    check.set_defaults(handler=run_check)
 
     enable = _domain_command(
-        commands, "enable", "opt a defined domain in (or update its policy)",
+        commands, "enable", run_enable, "opt a defined domain in (or update its policy)",
         "Add ncdma's policy to a defined domain's <metadata> and make ncdma's wrapper its "
         "<emulator>. Options not given keep their current (or default) value. Says "
         "whether the definition changed (with --json: \"changed\").")
@@ -223,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enforce (default): tag; audit: journal only; off: leave alone")
     enable.add_argument("--require", choices=["yes", "no"],
                         help="yes: refuse to start where the mode cannot be honored (default no)")
-    enable.add_argument("--migration", choices=[m.value for m in Migration],
+    enable.add_argument("--migration", choices=[m.value for m in MigrationPolicy],
                         help="what `ncdma migrate` does with tagged slots (default refuse)")
     enable.add_argument("--bars", metavar="LIST", type=bars_argument,
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
@@ -235,35 +245,31 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("--allow-uncached-display", choices=["yes", "no"],
                         help="yes: allow method vm with a bochs/stdvga/cirrus display whose "
                              "guest driver maps VRAM write-combining (default no)")
-    enable.set_defaults(handler=run_enable)
 
     disable = _domain_command(
-        commands, "disable", "opt a defined domain out, restoring it exactly",
+        commands, "disable", run_disable, "opt a defined domain out, restoring it exactly",
         "Remove ncdma's metadata and restore the domain's original <emulator>.")
     disable.add_argument("domain", metavar="DOMAIN", nargs="?",
                          help="the domain's name, UUID or ID")
     disable.add_argument("--all", action="store_true",
                          help="every defined domain that opts in (see `ncdma list`)")
-    disable.set_defaults(handler=run_disable)
 
-    listing = _domain_command(
-        commands, "list", "the defined domains that opt in to ncdma",
+    _domain_command(
+        commands, "list", run_list, "the defined domains that opt in to ncdma",
         "List every persistent domain whose definition has ncdma's metadata or names ncdma's "
         "wrapper as its <emulator> (such a domain cannot start without ncdma: `ncdma disable` "
         "it before removing ncdma).")
-    listing.set_defaults(handler=run_list)
 
-    status = commands.add_parser(
-        "status", help="a running domain's mode, guard health and memslots (all without one)",
-        description="Show the mode ncdma runs a domain in and why, whether its guard is alive, "
-                    "and every memslot with the guard's verdict, cross-checked against QEMU's "
-                    "flat view. Without DOMAIN: one line for every domain running with ncdma.",
-        epilog="Exit status: 0 guard alive and slots consistent (every domain's), 1 otherwise, "
-               "2 usage error.")
+    status = _command(
+        commands, "status", run_status,
+        "a running domain's mode, guard health and memslots (all without one)",
+        "Show the mode ncdma runs a domain in and why, whether its guard is alive, and every "
+        "memslot with the guard's verdict, cross-checked against QEMU's flat view. Without "
+        "DOMAIN: one line for every domain running with ncdma.",
+        "Exit status: 0 guard alive and slots consistent (every domain's), 1 otherwise, 2 "
+        "usage error.")
     status.add_argument("domain", metavar="DOMAIN", nargs="?",
                         help="the domain's name, UUID or ID")
-    add_json(status)
-    status.set_defaults(handler=run_status)
 
     migrate = commands.add_parser(
         "migrate", help="live-migrate a domain like `virsh migrate`, tagged slots safely",
@@ -272,41 +278,38 @@ def build_parser() -> argparse.ArgumentParser:
                     "as its policy says: skip, copy (cache-flushed, verified) or refuse.",
         epilog="Exit status: 0 migrated (or --dry-run), 1 refused or failed (the source keeps "
                "running unless the message says otherwise), 2 usage error.")
+    migrate.set_defaults(handler=run_migrate)  # its own --json: ncdma migrate's options
     migrate.add_argument("-c", "--connect", metavar="URI",
                          help="the source's libvirt URI (default: libvirt's default, as virsh)")
     add_migrate_arguments(migrate)
-    migrate.set_defaults(handler=run_migrate)
 
-    metrics = commands.add_parser(
-        "metrics", help="this host's ncdma metrics for Prometheus (node_exporter's textfile)",
-        description="Print this host's ncdma metrics in Prometheus's text format (host mode, "
-                    "guard service up, guards alive and restarted, tagged slots by domain, "
-                    "hook refusals, migrations by outcome, last downtime), or write them "
-                    "atomically to a file of node_exporter's textfile collector directory. "
-                    "`pydoc ncdma.cli.metrics` lists every series.")
+    metrics = _command(
+        commands, "metrics", run_metrics,
+        "this host's ncdma metrics for Prometheus (node_exporter's textfile)",
+        "Print this host's ncdma metrics in Prometheus's text format (host mode, guard service "
+        "up, guards alive and restarted, tagged slots by domain, hook refusals, migrations by "
+        "outcome, last downtime), or write them atomically to a file of node_exporter's "
+        "textfile collector directory. `pydoc ncdma.cli.metrics` lists every series.")
     metrics.add_argument("--textfile", type=Path, metavar="PATH",
                          help="write here (atomically) instead of printing, e.g. "
                               "/var/lib/prometheus/node-exporter/ncdma.prom")
-    add_json(metrics)
-    metrics.set_defaults(handler=run_metrics)
 
-    peer = commands.add_parser(
-        "peer", help="the destination's side of `ncdma migrate` (run by it over SSH)",
-        description="Answer a migrating source: 'preflight' prints this host's readiness as "
-                    "JSON; 'receive UUID' writes the tagged slots streamed on stdin into the "
-                    "incoming domain's memory, cache-flushed, and prints their checksums.")
+    peer = _command(
+        commands, "peer", run_peer,
+        "the destination's side of `ncdma migrate` (run by it over SSH)",
+        "Answer a migrating source: 'preflight' prints this host's readiness as JSON; "
+        "'receive UUID' writes the tagged slots streamed on stdin into the incoming domain's "
+        "memory, cache-flushed, and prints their checksums; 'resume UUID' resumes the paused "
+        "incoming domain (--p2p). Its answers are JSON with or without --json.")
     peer.add_argument("operation", choices=["preflight", "receive", "lock", "resume"])
     peer.add_argument("uuid", nargs="?", metavar="UUID",
                       help="the incoming domain (receive; resume: the paused one; lock: held "
                            "until stdin closes)")
-    peer.set_defaults(handler=run_peer)
 
-    guardd = commands.add_parser(
-        "guardd", help="run the guard service (root; started by the system, not by hand)",
-        description="The root service that takes each wrapper's seccomp listener and runs one "
-                    "memslot guard per domain. Runs in the foreground until SIGTERM.")
-    add_json(guardd)
-    guardd.set_defaults(handler=run_guardd)
+    _command(commands, "guardd", run_guardd,
+             "run the guard service (root; started by the system, not by hand)",
+             "The root service that takes each wrapper's seccomp listener and runs one memslot "
+             "guard per domain. Runs in the foreground until SIGTERM (--json: its failures).")
     return parser
 
 
@@ -320,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_status
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="ncdma: %(levelname)s: %(message)s")
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: _Handler = args.handler
     try:
         return handler(args)
     except NcdmaError as err:

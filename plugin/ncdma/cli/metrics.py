@@ -108,9 +108,9 @@ def gather(settings: Settings, mode: Mode, statuses: Iterable[DomainStatus]) -> 
     ]
     for status in statuses:
         labels = {"domain": status.plan.domain, "uuid": status.plan.uuid}
-        slots = (status.journal or {}).get("slots", [])
+        slots = status.journal.slots if status.journal else ()
         families[2].samples.append((labels, float(status.guard_alive)))
-        families[3].samples.append((labels, float(sum(1 for slot in slots if slot["flag_set"]))))
+        families[3].samples.append((labels, float(sum(1 for slot in slots if slot.flag_set))))
     recorded = read_counters(settings)
     for name, (kind, text) in _RECORDED.items():
         series = recorded.get(name, {})

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from ncdma.model.plan import Plan
 from ncdma.model.policy import Method
 from ncdma.model.verdict import Mode
+from ncdma.store.journal import SavedJournal
 from ncdma.store.status import DomainStatus, kvm_range_name
 
 
-def guest_pat_text(plan: Plan, journal: dict[str, Any]) -> str | None:
+def guest_pat_text(plan: Plan, journal: SavedJournal | None) -> str | None:
     """Method vm's VM-level line, from what the guard journaled (None for method slot)."""
     if plan.method is not Method.VM:
         return None
     if plan.mode is not Mode.ENFORCE:
         return f"guest PAT: NOT honored (mode {plan.mode.value}: see why above)"
-    state = journal.get("guest_pat")
-    if not isinstance(state, dict):
+    state = journal.guest_pat if journal else None
+    if state is None:
         return "guest PAT: not known yet (the guard journals it at QEMU's first memslot ioctl)"
-    if state.get("honored") is True:
-        return f"guest PAT: honored for the whole VM ({state.get('reason')})"
-    return f"guest PAT: NOT honored: {state.get('reason')}"
+    if state.honored:
+        return f"guest PAT: honored for the whole VM ({state.reason})"
+    return f"guest PAT: NOT honored: {state.reason}"
 
 
 def status_text(status: DomainStatus) -> str:
@@ -35,24 +35,26 @@ def status_text(status: DomainStatus) -> str:
     lines.extend(f"  why: {reason}" for reason in plan.reasons)
     guard = "alive" if status.guard_alive else "NOT running"
     lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))
-    journal = status.journal or {}
+    journal = status.journal
     pat = guest_pat_text(plan, journal)
     if pat is not None:
         lines.append(pat)
-    counts, latency = journal.get("counts", {}), journal.get("latency_us", {})
+    counts, latency = (journal.counts, journal.latency_us) if journal else ({}, {})
     if counts:
         lines.append(f"  decisions {counts.get('tag', 0)} tag, {counts.get('keep', 0)} keep, "
                      f"{counts.get('untouched', 0)} untouched, {counts.get('delete', 0)} delete;"
                      f" latency p50 {latency.get('p50', '?')} us, p99 {latency.get('p99', '?')} us")
-    lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} {'flag':<4}  owner")
-    for slot in journal.get("slots", []):
-        end = slot["gpa"] + slot["size"] - 1
-        region = kvm_range_name(slot, status.flatview or []) or "?"
-        owner = slot["owner"] if slot["owner"] and slot["owner"] != "system RAM" else \
-            f"{slot['owner'] or 'QEMU region'} {region}"
-        lines.append(f"  {slot['slot']:>#6x}  {slot['gpa']:#018x}-{end:#014x} "
-                     f"{slot['size']:>#10x}  {slot['action']:<9} "
-                     f"{'set' if slot['flag_set'] else '-':<4}  {owner}")
+    lines.append(f"  {'slot':>6}  {'GPA range':<33} {'size':>10}  {'verdict':<9} "
+                 f"{'flag':<4}  owner")
+    for slot in journal.slots if journal else ():
+        end = slot.gpa + slot.size - 1
+        owner = slot.owner.describe()
+        if not slot.owner.device:  # not a GPU BAR: name QEMU's region there
+            region = kvm_range_name(slot, status.flatview or []) or "?"
+            owner = f"{owner or 'QEMU region'} {region}"
+        lines.append(f"  {slot.slot:>#6x}  {slot.gpa:#018x}-{end:#014x} "
+                     f"{slot.size:>#10x}  {slot.decision.value:<9} "
+                     f"{'set' if slot.flag_set else '-':<4}  {owner}")
     if status.flatview is None:
         lines.append("flat view: not read yet (the guard reads it over QMP)")
     elif status.mismatches:
@@ -69,8 +71,8 @@ def summary_text(statuses: list[DomainStatus]) -> str:
         return "no domain runs with ncdma on this host"
     lines = [f"{'domain':<24} {'uuid':<36}  {'mode':<10} {'guard':<11} {'tagged':>6}  flat view"]
     for status in statuses:
-        slots = (status.journal or {}).get("slots", [])
-        tagged = sum(1 for slot in slots if slot["flag_set"])
+        slots = status.journal.slots if status.journal else ()
+        tagged = sum(1 for slot in slots if slot.flag_set)
         view = ("not read" if status.flatview is None else
                 f"{len(status.mismatches)} MISMATCH" if status.mismatches else "ok")
         lines.append(f"{status.plan.domain:<24} {status.plan.uuid:<36}  "

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from typing import Any
 
 from ncdma.errors import SlotMemoryError
 from ncdma.linux.slotmem import capture
 from ncdma.settings import Settings
-from ncdma.store.capture import migration_dir, read_request, write_result
+from ncdma.store.capture import data_name, migration_dir, read_request, write_result
 
 CAPTURE_DEADLINE_S = 8.0  # from the trapped exit_group; libvirt's SIGTERM grace is 10 s
 
@@ -39,12 +38,12 @@ def capture_at_exit(settings: Settings, uuid: str, qemu_pid: int, log: logging.L
             break
         began = time.perf_counter()
         try:
-            transfer = capture(qemu_pid, slot.hva, slot.size, directory / slot.data_name)
+            transfer = capture(qemu_pid, slot.hva, slot.size, directory / data_name(slot))
         except (SlotMemoryError, OSError) as err:
             error = f"slot {slot.slot:#x} at {slot.gpa:#x}: {err}"
             log.error("capture %s: %s", uuid, error)
             break
-        slots.append({**asdict(slot), "file": slot.data_name, "sha256": transfer.sha256,
+        slots.append({**slot.to_json(), "file": data_name(slot), "sha256": transfer.sha256,
                       "seconds": transfer.seconds,
                       "held_seconds": time.perf_counter() - began})
         log.info("capture %s: slot %#x %#x bytes in %.1f ms, sha256 %s", uuid, slot.slot,

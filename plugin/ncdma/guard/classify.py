@@ -16,13 +16,18 @@ from collections.abc import Collection, Mapping
 
 from ncdma.kvm.memslot import Memslot
 from ncdma.model.layout import Layout
-from ncdma.model.slot import Action, Decision
+from ncdma.model.slot import Classification, OwnerKind, SlotDecision, SlotOwner
 
 
 _NOT_SELECTED = "not virtio-gpu BAR memory selected by the policy"
+_UNKNOWN = SlotOwner()
 
 
-def _selected(slot: Memslot, layout: Layout, bars: Collection[str]) -> Decision:
+def _untouched(reason: str, owner: SlotOwner = _UNKNOWN) -> Classification:
+    return Classification(SlotDecision.UNTOUCHED, reason, owner)
+
+
+def _selected(slot: Memslot, layout: Layout, bars: Collection[str]) -> Classification:
     """TAG with the owner when the slot's host memory is memory the policy selects, else
     UNTOUCHED with the reason.
 
@@ -35,39 +40,40 @@ def _selected(slot: Memslot, layout: Layout, bars: Collection[str]) -> Decision:
     if "vram" in bars:
         for gpu in layout.gpus:
             if gpu.vram is not None and gpu.vram.holds(slot.hva, slot.size):
-                return Decision(Action.TAG, "virtio-gpu vram selected by the policy",
-                                f"{gpu.qdev_id or gpu.qom_path} vram ({gpu.vram.name})")
+                vram_bar = next((bar.bar for bar in gpu.bars if bar.kind == "vram"), None)
+                return Classification(SlotDecision.TAG, "virtio-gpu vram selected by the policy",
+                                      SlotOwner(OwnerKind.VRAM, gpu.qdev_id or gpu.qom_path,
+                                                vram_bar, gpu.vram.name))
     found = layout.gpu_bar_at(slot.gpa, slot.size)
     if found is None or found[1].kind not in bars:
-        return Decision(Action.UNTOUCHED, _NOT_SELECTED)
+        return _untouched(_NOT_SELECTED)
     gpu, bar = found
     if bar.kind == "vram":
-        reason = "in the vram BAR's window, but not vram's host memory" if \
-            gpu.vram is not None and gpu.vram.hva is not None else \
-            "in the vram BAR's window, but vram's host address is not known yet (QEMU < 8.0: " \
-            "learned from the flat view once a vram slot exists)"
-        return Decision(Action.UNTOUCHED, reason)
+        return _untouched("in the vram BAR's window, but not vram's host memory" if
+                          gpu.vram is not None and gpu.vram.hva is not None else
+                          "in the vram BAR's window, but vram's host address is not known yet "
+                          "(QEMU < 8.0: learned from the flat view once a vram slot exists)")
     if not layout.host_addresses:
-        return Decision(Action.UNTOUCHED, "QEMU < 8.0 reports no host addresses: hostmem "
-                                          "memory cannot be told from other memory")
+        return _untouched("QEMU < 8.0 reports no host addresses: hostmem memory cannot be told "
+                          "from other memory")
     other = layout.ramblock_meeting(slot.hva, slot.size)
     if other is not None:
-        return Decision(Action.UNTOUCHED, f"in the {bar.kind} BAR's window, but its memory is "
-                                          f"RAMBlock {other.name}", other.name)
-    return Decision(Action.TAG, "virtio-gpu hostmem mapping selected by the policy",
-                    f"{gpu.qdev_id or gpu.qom_path} BAR {bar.bar} ({bar.kind})")
+        return _untouched(f"in the {bar.kind} BAR's window, but its memory is RAMBlock "
+                          f"{other.name}", SlotOwner(region=other.name))
+    return Classification(SlotDecision.TAG, "virtio-gpu hostmem mapping selected by the policy",
+                          SlotOwner(OwnerKind.HOSTMEM, gpu.qdev_id or gpu.qom_path, bar.bar))
 
 
 def classify(slot: Memslot, layout: Layout | None, bars: Collection[str],
-             tagged: Mapping[int, tuple[int, int, int]]) -> Decision:
-    """Decide for ``slot`` given the layout known now, the policy's ``bars`` and the tagged
-    slots (slot id -> guest address, size, host address)."""
+             flagged: Mapping[int, tuple[int, int, int]]) -> Classification:
+    """Decide for ``slot`` given the layout known now, the policy's ``bars`` and the live
+    slots that carry the flag (slot id -> guest address, size, host address)."""
     if slot.deletes:
-        return Decision(Action.DELETE, "slot deleted")
-    if tagged.get(slot.slot) == (slot.gpa, slot.size, slot.hva):
-        return Decision(Action.KEEP, "re-issue of a tagged slot keeps the flag")
+        return Classification(SlotDecision.DELETE, "slot deleted")
+    if flagged.get(slot.slot) == (slot.gpa, slot.size, slot.hva):
+        return Classification(SlotDecision.KEEP, "re-issue of a tagged slot keeps the flag")
     if layout is None:
-        return Decision(Action.UNTOUCHED, "VM layout not known yet (QMP not ready)")
+        return _untouched("VM layout not known yet (QMP not ready)")
     if layout.overlaps_system_ram(slot.gpa, slot.size, slot.hva):
-        return Decision(Action.UNTOUCHED, "guest system RAM is never tagged", "system RAM")
+        return _untouched("guest system RAM is never tagged", SlotOwner(OwnerKind.SYSTEM_RAM))
     return _selected(slot, layout, bars)

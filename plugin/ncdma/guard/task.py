@@ -45,11 +45,11 @@ from ncdma.linux.procfs import exiting
 from ncdma.model.layout import FlatRange, Layout, learn_vram_hva
 from ncdma.model.plan import Plan
 from ncdma.model.policy import Method
-from ncdma.model.slot import Action, Decision
+from ncdma.model.slot import Classification, SlotDecision, SlotRecord
 from ncdma.model.verdict import Mode
 from ncdma.settings import Settings
 from ncdma.store.files import write_json
-from ncdma.store.journal import Journal, SlotRecord
+from ncdma.store.journal import Journal
 from ncdma.store.patreport import NOT_REPORTED, read_pat_report
 from ncdma.store.state import FLATVIEW_FILE, PENDING_FILE, QMP_SOCKET, write_guard_pid
 
@@ -180,9 +180,9 @@ class Guard:
             return layout
         return layout.with_vram_hva(vram, self.vram_hva)
 
-    def decide(self, request: Memslot) -> Decision:
+    def classify_request(self, request: Memslot) -> Classification:
         """The classifier's decision with what is known right now."""
-        return classify(request, self.layout(), self.bars, self.journal.tagged)
+        return classify(request, self.layout(), self.bars, self.journal.flagged)
 
     def handle(self, note: seccomp.Notification, received: float) -> None:
         """Answer one notification; always answers, whatever fails.
@@ -204,9 +204,9 @@ class Guard:
             self.heartbeat.answered()
             return
         request: Memslot | None = None
-        decision: Decision | None = None
+        decision: Classification | None = None
         previous: SlotRecord | None = None
-        flag_set = False
+        flag_set = stripped = False
         try:
             self._learn_guest_pat()
             os.pwrite(self.pending, _PENDING.pack(note.id, note.tid, note.args[2],
@@ -217,8 +217,10 @@ class Guard:
             own = 0 if self.plan.stand_in else self.plan.flag
             request = replace(asked, flags=asked.flags & ~own)
             previous = self.journal.slots.get(request.slot)
-            decision = self.decide(request)
-            if asked.flags & own and not (decision.wants_flag and self.enforce):
+            decision = self.classify_request(request)
+            stripped = bool(asked.flags & own) and not (
+                decision.decision.wants_flag and self.enforce)
+            if stripped:
                 decision = replace(decision, reason=f"{decision.reason}; QEMU's own flag "
                                                     f"{self.plan.flag:#x} stripped")
             decision, flag_set = self._write_ahead(request, decision)
@@ -235,7 +237,7 @@ class Guard:
         self.latencies_us.append((time.perf_counter() - received) * 1e6)
         if request is not None and decision is not None:
             self._fault_point(decision, previous)
-            self._journal(request, decision, flag_set)
+            self._journal(request, decision, flag_set, stripped)
 
     def _learn_guest_pat(self) -> None:
         """Method vm: journal what QEMU's preload library reported. It reports right after
@@ -253,29 +255,31 @@ class Guard:
             self.log.warning("guard %s: guest PAT is NOT honored: %s", self.plan.domain,
                              state.reason)
 
-    def _track_mapping(self, request: Memslot, decision: Decision,
+    def _track_mapping(self, request: Memslot, decision: Classification,
                        previous: SlotRecord | None) -> None:
         """Remember when each live slot's memory was mapped (for :meth:`layout`)."""
-        if decision.action is Action.DELETE:
+        if decision.decision is SlotDecision.DELETE:
             self.created.pop(request.slot, None)
         elif previous is None or (previous.gpa, previous.size, previous.hva) != \
                 (request.gpa, request.size, request.hva):
             self.created[request.slot] = time.monotonic()
 
-    def _write_ahead(self, request: Memslot, decision: Decision) -> tuple[Decision, bool]:
+    def _write_ahead(self, request: Memslot,
+                     decision: Classification) -> tuple[Classification, bool]:
         """The decision as the journal could record it before the answer, and the flag.
 
         A tag that cannot be written ahead is not made: a successor would not know the slot
         carries the flag and would drop it on the next re-issue (EINVAL: QEMU aborts).
         """
-        flag_set = decision.wants_flag and self.enforce
+        flag_set = decision.decision.wants_flag and self.enforce
         try:
             self.journal.write_ahead(request, decision, flag_set)
         except OSError as err:
             self._journal_failed(err)
-            if decision.action is Action.TAG:
-                return Decision(Action.UNTOUCHED, f"not tagged: the journal cannot be written "
-                                                  f"({err.strerror or err})"), False
+            if decision.decision is SlotDecision.TAG:
+                return Classification(SlotDecision.UNTOUCHED,
+                                      f"not tagged: the journal cannot be written "
+                                      f"({err.strerror or err})"), False
         return decision, flag_set
 
     def _journal_failed(self, err: OSError) -> None:
@@ -287,12 +291,12 @@ class Guard:
                            self.journal.path.parent, problem)
         self.journal_error = problem
 
-    def _fault_point(self, decision: Decision, previous: SlotRecord | None) -> None:
+    def _fault_point(self, decision: Classification, previous: SlotRecord | None) -> None:
         """A test's fault point (off unless armed): right after the answer."""
-        if decision.action is Action.TAG:
+        if decision.decision is SlotDecision.TAG:
             self.faults.reached("after-answer:tag")
-        elif decision.action is Action.DELETE and previous is not None \
-                and previous.action == Action.TAG.value:
+        elif decision.decision is SlotDecision.DELETE and previous is not None \
+                and previous.decision is SlotDecision.TAG:
             self.faults.reached("after-answer:untag")
 
     def handle_exit(self, note: seccomp.Notification) -> None:
@@ -311,15 +315,16 @@ class Guard:
     def _is_v2(note: seccomp.Notification) -> bool:
         return note.args[1] & 0xFFFFFFFF == KVM_SET_USER_MEMORY_REGION2
 
-    def _journal(self, request: Memslot, decision: Decision, flag_set: bool) -> None:
-        if "stripped" in decision.reason:
+    def _journal(self, request: Memslot, decision: Classification, flag_set: bool,
+                 stripped: bool) -> None:
+        if stripped:
             self.log.warning("guard %s: %s: %s", self.plan.domain, request.describe(),
                              decision.reason)
-        if decision.action is Action.TAG:
+        if decision.decision is SlotDecision.TAG:
             untagged = "not flagged (method vm)" if self.plan.method is Method.VM \
                 else "would be tagged (audit)"
             self.log.info("guard %s: %s %s (%s)", self.plan.domain, request.describe(),
-                          "tagged" if flag_set else untagged, decision.owner)
+                          "tagged" if flag_set else untagged, decision.owner.describe())
         if self.watcher is not None:
             self.watcher.wanted.set()  # the layout changed (a BAR may have moved): refresh
         self._save()

@@ -14,8 +14,8 @@ from ncdma.hook.outcome import HookOutcome
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import qemu_has_aux_ram_share
 from ncdma.model.domain import Domain
-from ncdma.model.plan import Plan, Refusal, decide_plan
-from ncdma.model.verdict import Mode, Verdict, decide
+from ncdma.model.plan import Plan, StartRefusal, decide_plan
+from ncdma.model.verdict import Mode, Verdict, decide_mode
 from ncdma.settings import Settings
 from ncdma.store.state import guard_pid, read_plan, remove_domain_state, write_plan
 from ncdma.virt.domain import parse_domain, with_emulator
@@ -26,7 +26,7 @@ RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"
 
 
 def _host_verdict(settings: Settings) -> Verdict:
-    return decide(gather_host_report(settings.flag), settings.stand_in)
+    return decide_mode(gather_host_report(settings.flag), settings.stand_in)
 
 
 def _state_key(domain: Domain) -> str:
@@ -49,7 +49,7 @@ def _device_ram_shareable(plan: Plan, settings: Settings) -> tuple[bool, str]:
 
 def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
     decision = decide_plan(domain, _host_verdict(settings), settings)
-    if isinstance(decision, Refusal):
+    if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
         return HookOutcome(1, stderr=decision.reason)
     if decision is None:
@@ -115,7 +115,7 @@ def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
 def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
              log: logging.Logger) -> HookOutcome:
     decision = decide_plan(domain, _host_verdict(settings), settings, RECEIVING[operation])
-    if isinstance(decision, Refusal):
+    if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
         return HookOutcome(1, stderr=decision.reason)
     if decision is None or domain.emulator == str(settings.wrapper):

@@ -95,10 +95,6 @@ class KvmDevice:
         """KVM_GET_API_VERSION (12 on every kernel since 2.6.22)."""
         return fcntl.ioctl(self.fd, abi.KVM_GET_API_VERSION, 0)
 
-    def check_extension(self, cap: int) -> int:
-        """KVM_CHECK_EXTENSION on the system device."""
-        return fcntl.ioctl(self.fd, abi.KVM_CHECK_EXTENSION, cap)
-
     def create_vm(self) -> VmFd:
         """KVM_CREATE_VM with the default machine type."""
         try:

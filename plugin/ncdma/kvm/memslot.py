@@ -36,14 +36,9 @@ class Memslot:
         """A size of 0 deletes the slot."""
         return self.size == 0
 
-    @property
-    def gpa_end(self) -> int:
-        """One past the last guest-physical byte."""
-        return self.gpa + self.size
-
     def describe(self) -> str:
         """slot, GPA range and size in hex, for logs."""
-        return (f"slot {self.slot:#x} gpa {self.gpa:#x}-{self.gpa_end:#x} size {self.size:#x} "
+        return (f"slot {self.slot:#x} gpa {self.gpa:#x}-{self.gpa + self.size:#x} size {self.size:#x} "
                 f"hva {self.hva:#x} flags {self.flags:#x}")
 
 
@@ -59,9 +54,6 @@ class ProcessMemory:
 
     def __init__(self, pid: int) -> None:
         self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
     def read_region(self, address: int, v2: bool) -> Memslot:
         """The region struct at ``address`` in the process."""

@@ -31,9 +31,10 @@ from ncdma.host.versions import QEMU_PROGRAMS, program_version, qemu_has_aux_ram
 from ncdma.linux import cacheflush
 from ncdma.linux.peercred import command_line
 from ncdma.linux.slotmem import restore
-from ncdma.model.verdict import decide
+from ncdma.model.slot import SlotRecord
+from ncdma.model.verdict import decide_mode
 from ncdma.settings import Settings
-from ncdma.store.journal import is_selected, read_journal
+from ncdma.store.journal import SavedJournal, read_journal
 from ncdma.store.status import domain_status, status_json
 from ncdma.virt.connect import libvirt_error
 
@@ -44,7 +45,7 @@ _MAX_HEADER = 1 << 20
 
 def preflight(settings: Settings) -> dict[str, Any]:
     """What the source needs to know about this host before a migration."""
-    verdict = decide(gather_host_report(settings.flag), settings.stand_in)
+    verdict = decide_mode(gather_host_report(settings.flag), settings.stand_in)
     qemu = program_version((str(settings.qemu), *QEMU_PROGRAMS))
     return {"schema_version": PEER_SCHEMA_VERSION, "ncdma": __version__,
             "mode": verdict.mode.value, "reasons": list(verdict.reasons), "flag": settings.flag,
@@ -56,9 +57,9 @@ def preflight(settings: Settings) -> dict[str, Any]:
             "wrapper": settings.wrapper.exists(), "wrapper_path": str(settings.wrapper)}
 
 
-def _tagged_slot(journal: dict[str, Any], gpa: int, size: int) -> dict[str, Any]:
-    for slot in journal.get("slots", []):
-        if slot["gpa"] == gpa and slot["size"] == size and is_selected(slot):
+def _tagged_slot(journal: SavedJournal, gpa: int, size: int) -> SlotRecord:
+    for slot in journal.selected():
+        if slot.gpa == gpa and slot.size == size:
             return slot
     raise TransferError(f"the incoming domain has no tagged slot at {gpa:#x} of {size:#x} "
                         "bytes", "its guard did not tag the slot: see `ncdma status` and the "
@@ -75,15 +76,14 @@ def _header_slot(entry: Any) -> tuple[int, int]:
     return gpa, size
 
 
-def incoming_qemu(uuid: str, journal: dict[str, Any]) -> int:
+def incoming_qemu(uuid: str, journal: SavedJournal) -> int:
     """The pid of domain ``uuid``'s paused incoming QEMU on this host.
 
     :raise DomainStateError: When the journal's process is not that, or libvirt says
         the domain is not paused.
     :raise LibvirtError: When libvirt cannot tell.
     """
-    found = journal.get("qemu_pid")
-    pid = found if type(found) is int and found > 0 else 0
+    pid = max(journal.qemu_pid, 0)
     argv = command_line(pid) if pid else []
     named = any(name == "-uuid" and value.lower() == uuid.lower()
                 for name, value in zip(argv, argv[1:]))
@@ -132,7 +132,7 @@ def resume(uuid: str) -> dict[str, Any]:
 def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
     """Restore the slots streamed by the source into the incoming domain ``uuid``."""
     journal = read_journal(settings.domain_dir(uuid))
-    if journal is None or not journal.get("qemu_pid"):
+    if journal is None or not journal.qemu_pid:
         raise DomainStateError(f"no guard journal for the incoming domain {uuid} on this host",
                                "was it started through ncdma's wrapper? see the ncdma log", uuid)
     qemu_pid = incoming_qemu(uuid, journal)
@@ -151,9 +151,9 @@ def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
             raise TransferError(f"slot at {gpa:#x} arrived short", "retry the migration", gpa)
         # no checksum of the arrival: the slot's checksum after the write (what a device
         # reads) is compared with the source's, which also catches a damaged stream
-        transfer = restore(qemu_pid, target["hva"], data)
-        restored.append({"gpa": gpa, "size": size, "slot": target["slot"],
-                         "flag_set": target["flag_set"], "sha256": transfer.sha256,
+        transfer = restore(qemu_pid, target.hva, data)
+        restored.append({"gpa": gpa, "size": size, "slot": target.slot,
+                         "flag_set": target.flag_set, "sha256": transfer.sha256,
                          "seconds": transfer.seconds})
     return {"schema_version": PEER_SCHEMA_VERSION, "slots": restored,
             "flush": cacheflush.instruction(),

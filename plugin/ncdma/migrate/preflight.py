@@ -1,9 +1,10 @@
 """Before any memory moves: what the source and the destination say, and what to do.
 
-:func:`decide` is pure: it takes the facts and returns a :class:`Decision` (plain
-libvirt migration, skip, or copy) or a :class:`Refusal` that says exactly why and what
-to change. A tagged slot is "in QEMU's RAM stream" when its memory is a migratable
-RAMBlock (virtio-vga's vram); hostmem blob mappings never are (FACTS.md).
+:func:`decide_migration` is pure: it takes the facts and returns a
+:class:`MigrationDecision` (plain libvirt migration, skip, or copy) or a
+:class:`MigrationRefusal` that says exactly why and what to change. Whether QEMU's RAM
+stream carries a selected slot is its record's ``in_qemu_stream`` (vram is a RAMBlock;
+hostmem blob mappings never are, FACTS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ncdma import __version__
 from ncdma.migrate.options import MigrateOptions
+from ncdma.model.slot import SlotRecord
 from ncdma.model.verdict import Mode
 
 _MODE_RANK = {Mode.NONE.value: 0, Mode.AUDIT.value: 1, Mode.ENFORCE.value: 2}
@@ -27,33 +29,11 @@ class Strategy(str, enum.Enum):
     COPY = "copy"    # tagged content is read at the source's exit and written before resume
 
 
-@dataclass(frozen=True)
-class TaggedSlot:
-    """A slot the source's guard selected (tagged, or would tag in audit mode)."""
-
-    slot: int
-    gpa: int
-    size: int
-    hva: int
-    owner: str
-    flag_set: bool
-
-    @property
-    def in_ram_stream(self) -> bool:
-        """True if QEMU itself migrates this memory (a RAMBlock such as vga.vram)."""
-        return " vram (" in self.owner
-
-    def describe(self) -> str:
-        """One line for the operator."""
-        backing = "in QEMU's RAM stream" if self.in_ram_stream else "not in QEMU's stream"
-        return (f"slot {self.slot:#x} {self.gpa:#x}+{self.size:#x} {self.owner} "
-                f"(flag {'set' if self.flag_set else 'not set, audit'}; {backing})")
-
-    @classmethod
-    def from_journal(cls, record: dict[str, Any]) -> TaggedSlot:
-        """A journal record (slots.json) of action ``tag``."""
-        return cls(record["slot"], record["gpa"], record["size"], record["hva"],
-                   record["owner"], record["flag_set"])
+def describe_slot(slot: SlotRecord) -> str:
+    """One line for the operator about a selected slot."""
+    backing = "in QEMU's RAM stream" if slot.in_qemu_stream else "not in QEMU's stream"
+    return (f"slot {slot.slot:#x} {slot.gpa:#x}+{slot.size:#x} {slot.owner.describe()} "
+            f"(flag {'set' if slot.flag_set else 'not set, audit'}; {backing})")
 
 
 @dataclass(frozen=True)
@@ -66,7 +46,7 @@ class SourceFacts:
     requested: str | None = None
     require: bool = False
     mode: str | None = None
-    tagged: tuple[TaggedSlot, ...] = ()
+    selected: tuple[SlotRecord, ...] = ()
     guard_alive: bool = False
     capture_at_exit: bool = False
     notes: tuple[str, ...] = ()
@@ -85,7 +65,7 @@ class SourceFacts:
 
 
 @dataclass(frozen=True)
-class Decision:
+class MigrationDecision:
     """What `ncdma migrate` will do."""
 
     strategy: Strategy
@@ -95,7 +75,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Refusal:
+class MigrationRefusal:
     """Why the domain is not migrated, and what to change."""
 
     reason: str
@@ -112,7 +92,7 @@ def _destination_problems(source: SourceFacts, destination: dict[str, Any]) -> l
         problems.append(f"it runs ncdma {destination.get('ncdma')}, this host {__version__} "
                         f"(install the same version on both: the role's ncdma_version)")
     mode = str(destination.get("mode"))
-    if source.tagged and mode == Mode.NONE.value:
+    if source.selected and mode == Mode.NONE.value:
         problems.append(f"it cannot guard VMs at all: {'; '.join(destination['reasons'])}")
     if source.require and _MODE_RANK.get(mode, 0) < _MODE_RANK.get(str(source.requested), 0):
         problems.append(f"the policy requires {source.requested} mode but it allows {mode}: "
@@ -125,40 +105,42 @@ def _destination_problems(source: SourceFacts, destination: dict[str, Any]) -> l
     return problems
 
 
-def _slot_lines(slots: tuple[TaggedSlot, ...]) -> str:
-    return "; ".join(slot.describe() for slot in slots)
+def _slot_lines(slots: tuple[SlotRecord, ...]) -> str:
+    return "; ".join(describe_slot(slot) for slot in slots)
 
 
-def decide(source: SourceFacts, destination: dict[str, Any] | None,
-           options: MigrateOptions) -> Decision | Refusal:
+def decide_migration(source: SourceFacts, destination: dict[str, Any] | None,
+                     options: MigrateOptions) -> MigrationDecision | MigrationRefusal:
     """Decide how to migrate; ``destination`` is the peer's preflight (None if not asked)."""
     refuse = f"ncdma: refusing to migrate {source.domain}"
     if not source.opted_in:
-        return Decision(Strategy.PLAIN, source, destination, source.notes)
+        return MigrationDecision(Strategy.PLAIN, source, destination, source.notes)
     if destination is not None:
         problems = _destination_problems(source, destination)
         if problems:
-            return Refusal(f"{refuse}: the destination cannot honor its policy: "
-                           f"{'; '.join(problems)}")
-    if not source.tagged:
-        return Decision(Strategy.PLAIN, source, destination,
-                        (*source.notes, "no tagged slot: migrates as with virsh"))
-    count = f"{len(source.tagged)} tagged slot(s): {_slot_lines(source.tagged)}"
+            return MigrationRefusal(f"{refuse}: the destination cannot honor its policy: "
+                                    f"{'; '.join(problems)}")
+    if not source.selected:
+        return MigrationDecision(Strategy.PLAIN, source, destination,
+                                 (*source.notes, "no tagged slot: migrates as with virsh"))
+    count = f"{len(source.selected)} tagged slot(s): {_slot_lines(source.selected)}"
     if options.offline:
-        return Refusal(f"{refuse}: --offline moves only its definition, and it runs with "
-                       f"{count}. Migrate it live (drop --offline), or shut it down first")
+        return MigrationRefusal(f"{refuse}: --offline moves only its definition, and it runs "
+                                f"with {count}. Migrate it live (drop --offline), or shut it "
+                                f"down first")
     if source.migration == "refuse":
-        return Refusal(f"{refuse}: its policy is migration='refuse' and it has {count}. "
-                       f"Set migration='copy' (`ncdma enable {source.domain} --migration copy`, "
-                       f"then restart it) to carry them safely")
+        return MigrationRefusal(f"{refuse}: its policy is migration='refuse' and it has "
+                                f"{count}. Set migration='copy' (`ncdma enable {source.domain} "
+                                f"--migration copy`, then restart it) to carry them safely")
     if source.migration == "skip":
-        streamed = tuple(slot for slot in source.tagged if slot.in_ram_stream)
+        streamed = tuple(slot for slot in source.selected if slot.in_qemu_stream)
         if streamed:
-            return Refusal(f"{refuse}: migration='skip' would leave QEMU carrying tagged "
-                           f"memory unsafely: {_slot_lines(streamed)}. Use migration='copy' "
-                           f"(`ncdma enable {source.domain} --migration copy`, then restart it)")
-        return Decision(Strategy.SKIP, source, destination,
-                        (*source.notes, f"skipped: {count}"))
+            return MigrationRefusal(f"{refuse}: migration='skip' would leave QEMU carrying "
+                                    f"tagged memory unsafely: {_slot_lines(streamed)}. Use "
+                                    f"migration='copy' (`ncdma enable {source.domain} "
+                                    f"--migration copy`, then restart it)")
+        return MigrationDecision(Strategy.SKIP, source, destination,
+                                 (*source.notes, f"skipped: {count}"))
     problems = []
     if not source.guard_alive:
         problems.append("its guard is not running on this host (see `ncdma status`)")
@@ -173,5 +155,6 @@ def decide(source: SourceFacts, destination: dict[str, Any] | None,
         problems.append("--postcopy would run the guest on the destination before its tagged "
                         "slots are in place: drop --postcopy")
     if problems:
-        return Refusal(f"{refuse} with migration='copy': {'; '.join(problems)}")
-    return Decision(Strategy.COPY, source, destination, (*source.notes, f"copied: {count}"))
+        return MigrationRefusal(f"{refuse} with migration='copy': {'; '.join(problems)}")
+    return MigrationDecision(Strategy.COPY, source, destination,
+                             (*source.notes, f"copied: {count}"))

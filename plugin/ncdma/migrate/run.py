@@ -28,13 +28,15 @@ from ncdma.migrate.interrupts import Interrupts
 from ncdma.migrate.job import MigrationJob, Steering
 from ncdma.migrate.lock import acquire
 from ncdma.migrate.options import PAUSED, MigrateOptions
-from ncdma.migrate.preflight import Decision, Refusal, Strategy, TaggedSlot, decide
+from ncdma.migrate.preflight import (MigrationDecision, MigrationRefusal, Strategy,
+                                     decide_migration)
 from ncdma.migrate.progress import ProgressDisplay
 from ncdma.migrate.source import gather_source
 from ncdma.migrate.summary import Summary
+from ncdma.model.slot import SlotRecord
 from ncdma.settings import Settings
 from ncdma.store import capture
-from ncdma.store.journal import is_selected
+from ncdma.store.journal import journal_from_json
 from ncdma.virt.connect import libvirt_error
 from ncdma.virt.domain import parse_domain, with_emulator
 from ncdma.virt.lookup import lookup_domain
@@ -67,7 +69,7 @@ def require_local_source(conn: libvirt.virConnect, here: str) -> None:
 
 
 def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDomain,
-              peer: Peer) -> Decision:
+              peer: Peer) -> MigrationDecision:
     """The preflight: source facts, the destination's answer, the decision.
 
     :raise MigrationRefused: With the reason and what to change.
@@ -77,19 +79,20 @@ def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDo
                                "start it, or migrate its definition with --offline")
     source = gather_source(settings, domain.name(), domain.UUIDString(), domain.XMLDesc())
     destination = peer.preflight() if source.opted_in else None
-    decision = decide(source, destination, options)
-    if isinstance(decision, Refusal):
+    decision = decide_migration(source, destination, options)
+    if isinstance(decision, MigrationRefusal):
         raise MigrationRefused(decision.reason)
     return decision
 
 
-def _slot_entry(slot: TaggedSlot, action: str) -> dict[str, Any]:
-    return {"slot": slot.slot, "gpa": slot.gpa, "size": slot.size, "owner": slot.owner,
-            "in_ram_stream": slot.in_ram_stream, "flag_set_source": slot.flag_set,
+def _slot_entry(slot: SlotRecord, action: str) -> dict[str, Any]:
+    return {"slot": slot.slot, "gpa": slot.gpa, "size": slot.size,
+            "owner": slot.owner.describe(), "owner_kind": slot.owner.kind.value,
+            "in_ram_stream": slot.in_qemu_stream, "flag_set_source": slot.flag_set,
             "action": action}
 
 
-class Migration:
+class MigrationRun:
     """One `ncdma migrate` run."""
 
     def __init__(self, options: MigrateOptions, settings: Settings, conn: libvirt.virConnect,
@@ -137,7 +140,7 @@ class Migration:
         self.summary.notes.extend(decision.notes)
         action = {Strategy.COPY: "copied", Strategy.SKIP: "skipped"}.get(decision.strategy,
                                                                           "none")
-        self.summary.slots = [_slot_entry(slot, action) for slot in decision.source.tagged]
+        self.summary.slots = [_slot_entry(slot, action) for slot in decision.source.selected]
         if self.options.dry_run:
             self.summary.outcome = "dry-run"
             for entry in self.summary.slots:
@@ -150,9 +153,7 @@ class Migration:
             self.peer.lock(self.uuid)
         copy = decision.strategy is Strategy.COPY
         if copy:
-            capture.arm(self.settings, self.uuid, [
-                capture.SlotRef(slot.slot, slot.gpa, slot.size, slot.hva, slot.owner)
-                for slot in decision.source.tagged])
+            capture.arm(self.settings, self.uuid, decision.source.selected)
         destination = self._memory(decision)
         status = self._copy_slots(decision) if copy else None
         self._verify(destination, decision, status)
@@ -160,10 +161,10 @@ class Migration:
         self.summary.outcome = "migrated"
         return self.summary
 
-    def _flags(self, decision: Decision) -> int:
+    def _flags(self, decision: MigrationDecision) -> int:
         return self.options.flags(PAUSED if decision.strategy is Strategy.COPY else 0)
 
-    def _params(self, decision: Decision) -> dict[str, Any]:
+    def _params(self, decision: MigrationDecision) -> dict[str, Any]:
         """libvirt's parameters; for an opted-in domain, its XML names the destination's
         wrapper when that differs (hosts may install ncdma at different paths, and libvirt
         checks <emulator> before any hook runs there)."""
@@ -181,7 +182,7 @@ class Migration:
                 _XML_FLAGS | libvirt.VIR_DOMAIN_XML_INACTIVE).encode(), wrapper)
         return params
 
-    def _memory(self, decision: Decision) -> libvirt.virDomain | None:
+    def _memory(self, decision: MigrationDecision) -> libvirt.virDomain | None:
         """libvirt's migration; on failure the source keeps running and nothing is armed."""
         self._phase("memory")
         flags, params = self._flags(decision), self._params(decision)
@@ -248,9 +249,9 @@ class Migration:
             raise self._left_paused(f"capturing the tagged slots failed: {result['error']}")
         return result
 
-    def _copy_slots(self, decision: Decision) -> dict[str, Any]:
+    def _copy_slots(self, decision: MigrationDecision) -> dict[str, Any]:
         """Send the captured slots; the destination's status, read right after the write."""
-        self._phase("tagged slots", f"{len(decision.source.tagged)} slot(s), cache-flushed copy")
+        self._phase("tagged slots", f"{len(decision.source.selected)} slot(s), cache-flushed copy")
         captured = self._captured()
         directory = capture.migration_dir(self.settings, self.uuid)
         header = {"slots": [{key: slot[key] for key in ("gpa", "size", "sha256")}
@@ -273,7 +274,7 @@ class Migration:
                 raise self._left_paused(f"slot {source['gpa']:#x} differs after the copy")
         return dict(answer["status"])
 
-    def _verify(self, destination: libvirt.virDomain | None, decision: Decision,
+    def _verify(self, destination: libvirt.virDomain | None, decision: MigrationDecision,
                 status: dict[str, Any] | None) -> None:
         """The destination's guard runs the domain and has tagged the slots (before resume).
 
@@ -287,16 +288,17 @@ class Migration:
                 status = self.peer.status(self.uuid)
             except PeerError as err:
                 raise MigrationFailed(f"the destination's `ncdma status` failed: {err}") from None
-        journal = status.get("journal") or {}
-        there = {(slot["gpa"], slot["size"]): slot for slot in journal.get("slots", [])}
+        journal = journal_from_json(status["journal"], "the destination's journal") \
+            if status.get("journal") else None
+        there = {(slot.gpa, slot.size): slot for slot in journal.slots} if journal else {}
         paused = None if destination is None else \
             destination.state()[0] == libvirt.VIR_DOMAIN_PAUSED
         for entry in self.summary.slots:
             slot = there.get((entry["gpa"], entry["size"]))
-            entry["destination"] = {"action": slot["action"], "flag_set": slot["flag_set"]} \
+            entry["destination"] = {"action": slot.decision.value, "flag_set": slot.flag_set} \
                 if slot else None
             entry["destination_paused_at_verify"] = paused
-            if decision.strategy is Strategy.COPY and (slot is None or not is_selected(slot)):
+            if decision.strategy is Strategy.COPY and (slot is None or not slot.selected):
                 raise self._left_paused(f"the destination's guard has not tagged slot "
                                         f"{entry['gpa']:#x}")
         self.summary.notes.append(f"destination: guard "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ncdma.migrate.preflight import SourceFacts, TaggedSlot
+from ncdma.migrate.preflight import SourceFacts
 from ncdma.settings import Settings
-from ncdma.store.journal import is_selected, read_journal
+from ncdma.store.journal import read_journal
 from ncdma.store.state import guard_pid, read_plan
 from ncdma.virt.domain import parse_domain
 
@@ -20,9 +20,8 @@ def gather_source(settings: Settings, name: str, uuid: str, xml: str) -> SourceF
                            domain.policy.mode.value, domain.policy.require,
                            notes=("the domain opts in but was not started with ncdma on this "
                                   "host: no tagged slot is known",))
-    journal = read_journal(settings.domain_dir(uuid)) or {}
-    tagged = tuple(TaggedSlot.from_journal(record) for record in journal.get("slots", [])
-                   if is_selected(record))
+    journal = read_journal(settings.domain_dir(uuid))
+    selected = journal.selected() if journal else ()
     return SourceFacts(name, uuid, plan.migration, plan.requested.value, plan.require,
-                       plan.mode.value, tagged, guard_pid(settings, plan) is not None,
-                       bool(journal.get("capture_at_exit")), plan.reasons, plan.method.value)
+                       plan.mode.value, selected, guard_pid(settings, plan) is not None,
+                       bool(journal and journal.capture_at_exit), plan.reasons, plan.method.value)

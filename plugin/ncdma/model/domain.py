@@ -8,8 +8,9 @@ from ncdma.model.policy import Policy
 
 
 @dataclass(frozen=True)
-class GpuDevice:
-    """One virtio-gpu device as the domain XML describes it.
+class VideoDevice:
+    """One virtio-gpu device as the domain XML describes it (QEMU's view of the same device
+    is :class:`ncdma.model.layout.GpuDevice`).
 
     ``qemu_model`` is the QEMU device libvirt will create (the guard confirms it over
     QMP); ``hostmem`` is the size of the host-visible BAR in bytes, or 0 when unset.
@@ -17,11 +18,7 @@ class GpuDevice:
 
     alias: str
     qemu_model: str
-    pci_address: str | None
     hostmem: int
-    blob: bool
-    accel3d: bool
-    source: str
 
     @property
     def on_pci(self) -> bool:
@@ -37,7 +34,7 @@ class Domain:
     name: str
     uuid: str
     emulator: str | None
-    gpus: tuple[GpuDevice, ...]
+    gpus: tuple[VideoDevice, ...]
     policy: Policy | None
     dac_label: str | None = None  # libvirt's <seclabel model='dac'><label>: QEMU's uid:gid
     # displays whose old guest drivers map VRAM uncached (bochs-drm, stdvga, cirrus), as the

@@ -29,7 +29,7 @@ class CpuInfo:
 
 @dataclass(frozen=True)
 class HostReport:
-    """What was observed on a host. ``probe`` is None when it could not run (see ``probe_error``)."""
+    """What was observed on a host; ``probe`` is None when it could not run (``probe_error``)."""
 
     hostname: str
     arch: str

@@ -2,16 +2,15 @@
 
 The guard classifies every KVM memslot against a :class:`Layout` while QEMU waits in the
 ioctl, so a layout is plain data: it never talks to QEMU, and its per-ioctl helpers
-(:meth:`Layout.owner_of`, :meth:`Layout.gpu_bar_at`, :meth:`Layout.overlaps_system_ram`)
-are pure loops over a handful of devices and RAMBlocks. ``ncdma.qmp`` gathers QEMU's
-answers; everything here only parses them (no I/O, no clock).
+(:meth:`Layout.ramblock_meeting`, :meth:`Layout.gpu_bar_at`,
+:meth:`Layout.overlaps_system_ram`) are pure loops over a handful of devices and RAMBlocks.
+``ncdma.qmp`` gathers QEMU's answers; everything here only parses them (no I/O, no clock).
 
 What QEMU tells, by version (recorded in tests/unit/data/):
 
 - ``info ramblock`` has an HVA column from QEMU 8.0 (10.0: ``HVA`` and ``RO``); QEMU 7.2 has
-  none, so :attr:`RamBlock.hva` is None there, :meth:`Layout.owner_of` finds nothing and
-  the guard can classify device memory only by the BAR's guest-physical window and size
-  (:meth:`Layout.gpu_bar_at`), and guest RAM only by guest-physical address.
+  none, so :attr:`RamBlock.hva` is None there until the guard learns vram's from the flat
+  view (:func:`learn_vram_hva`), and guest RAM is known only by guest-physical address.
 - Device RAMBlocks are named ``<QEMU device path>/<region>``, the virtio-vga framebuffer
   ``0000:00:02.0/vga.vram`` in 7.2 and 10.0 alike; the device path of a device behind
   bridges adds one ``:SS.F`` per hop (``0000:00:1c.0:00.0/vga.vram``).
@@ -107,7 +106,6 @@ class PciFunction:
     (the prefix of its RAMBlock names) and ``bars`` its memory BARs, all of kind other."""
 
     dev_path: str
-    qdev_id: str
     vendor: int
     device: int
     bars: tuple[BarWindow, ...]
@@ -170,13 +168,8 @@ class FlatRange:
     offset: int
     kvm: bool
 
-    @property
-    def end(self) -> int:
-        """First address after the range."""
-        return self.start + self.size
-
     def __str__(self) -> str:
-        return (f"{self.start:#x}-{self.end - 1:#x} {self.kind} {self.name} "
+        return (f"{self.start:#x}-{self.start + self.size - 1:#x} {self.kind} {self.name} "
                 f"@{self.offset:#x}{' KVM' if self.kvm else ''}")
 
 
@@ -213,14 +206,6 @@ class Layout:
             return replace(block, hva=hva) if block is not None and block.name == name else block
         return replace(self, ramblocks=tuple(known(b) or b for b in self.ramblocks),
                        gpus=tuple(replace(gpu, vram=known(gpu.vram)) for gpu in self.gpus))
-
-    def owner_of(self, hva: int, size: int) -> RamBlock | None:
-        """The RAMBlock whose host memory holds [hva, hva+size), or None (always None
-        without HVAs)."""
-        for block in self.ramblocks:
-            if block.holds(hva, size):
-                return block
-        return None
 
     def gpu_bar_at(self, gpa: int, size: int) -> tuple[GpuDevice, BarWindow] | None:
         """The virtio-gpu BAR whose window holds guest range [gpa, gpa+size), or None."""
@@ -294,8 +279,8 @@ def _functions(devices: Iterable[Mapping[str, Any]], root_bus: int,
                above: tuple[str, ...]) -> Iterator[PciFunction]:
     for dev in devices:
         hops = (*above, f"{dev['slot']:02x}.{dev['function']:x}")
-        yield PciFunction(dev_path=device_path(root_bus, hops), qdev_id=dev.get("qdev_id", ""),
-                          vendor=dev["id"]["vendor"], device=dev["id"]["device"],
+        yield PciFunction(dev_path=device_path(root_bus, hops), vendor=dev["id"]["vendor"],
+                          device=dev["id"]["device"],
                           bars=tuple(_bar(r) for r in dev["regions"] if r["type"] == "memory"))
         yield from _functions(dev.get("pci_bridge", {}).get("devices", ()), root_bus, hops)
 

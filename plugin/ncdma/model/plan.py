@@ -2,7 +2,7 @@
 
 ``decide_plan`` takes the parsed domain, the host's verdict and the settings, and returns
 a :class:`Plan` (written to the domain's state directory for the wrapper and the guard),
-a :class:`Refusal` (one line for libvirt's error), or None (nothing to do). No I/O here.
+a :class:`StartRefusal` (one line for libvirt's error), or None (nothing to do). No I/O here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ncdma.settings import Settings
 from ncdma.standin import mode_text
 
 if TYPE_CHECKING:  # the wrapper reads plans: it must not pay for lxml
-    from ncdma.model.domain import Domain, GpuDevice
+    from ncdma.model.domain import Domain, VideoDevice
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -129,13 +129,14 @@ class WrapperPlan:
 
 
 @dataclass(frozen=True)
-class Refusal:
+class StartRefusal:
     """Why the domain must not start (or be received) here: one line for the operator."""
 
     reason: str
 
 
-def taggable_devices(gpus: tuple[GpuDevice, ...], bars: frozenset[Bar]) -> tuple[GpuDevice, ...]:
+def taggable_devices(gpus: tuple[VideoDevice, ...],
+                     bars: frozenset[Bar]) -> tuple[VideoDevice, ...]:
     """The devices with at least one BAR the policy selects: hostmem set, or a VGA's vram."""
     return tuple(gpu for gpu in gpus
                  if (Bar.HOSTMEM in bars and gpu.hostmem > 0 and gpu.on_pci)
@@ -182,25 +183,25 @@ def _resolve(domain: Domain, policy: Policy, host: Verdict) -> tuple[Method, Mod
 
 
 def decide_plan(domain: Domain, host: Verdict, settings: Settings,
-                action: str = "start") -> Plan | Refusal | None:
+                action: str = "start") -> Plan | StartRefusal | None:
     """Decide what ncdma does for ``domain`` on this host; ``action`` words the refusal.
 
     A domain that does not opt in (or says mode='off') gets None. A domain whose
     <emulator> is not this host's wrapper is refused at start (an incoming migration
     has its XML rewritten instead). A policy with require='yes' that the host cannot
-    honor gets a Refusal; otherwise the plan says which lesser mode is used and why.
+    honor gets a StartRefusal; otherwise the plan says which lesser mode is used and why.
     """
     policy: Policy | None = domain.policy
     if policy is None or policy.mode is PolicyMode.OFF:
         return None
     refuse = f"ncdma: refusing to {action} {domain.name}"
     if action == "start" and domain.emulator != str(settings.wrapper):
-        return Refusal(f"{refuse}: its <emulator> is {domain.emulator}, not ncdma's wrapper "
-                       f"{settings.wrapper}: run `ncdma enable {domain.name}` again, "
-                       f"or `ncdma disable {domain.name}` to opt out")
+        return StartRefusal(f"{refuse}: its <emulator> is {domain.emulator}, not ncdma's "
+                            f"wrapper {settings.wrapper}: run `ncdma enable {domain.name}` "
+                            f"again, or `ncdma disable {domain.name}` to opt out")
     display = uncached_display_reason(domain)
     if policy.method is Method.VM and display:
-        return Refusal(f"{refuse} with method='vm': {display}")
+        return StartRefusal(f"{refuse} with method='vm': {display}")
     method, mode, host_reasons = _resolve(domain, policy, host)
     devices = taggable_devices(domain.gpus, policy.bars)
     reasons: list[str] = []
@@ -209,14 +210,14 @@ def decide_plan(domain: Domain, host: Verdict, settings: Settings,
         missing = (f"no virtio-gpu device has a BAR selected by bars='{bars}' "
                    f"({len(domain.gpus)} virtio-gpu device(s) found)")
         if policy.require:
-            return Refusal(f"{refuse}: {missing}: add hostmem to its virtio-gpu device, "
-                           f"change bars, or set require='no'")
+            return StartRefusal(f"{refuse}: {missing}: add hostmem to its virtio-gpu "
+                                f"device, change bars, or set require='no'")
         reasons.append(missing)
     if policy.require and mode.value != policy.mode.value:
         method_text = "" if policy.method is Method.SLOT else f" (method {policy.method.value})"
-        return Refusal(f"{refuse}: its policy requires {policy.mode.value} mode{method_text} "
-                       f"but this host allows {mode.value}: {'; '.join(host_reasons)} "
-                       f"(run `ncdma check`)")
+        return StartRefusal(f"{refuse}: its policy requires {policy.mode.value} mode{method_text} "
+                            f"but this host allows {mode.value}: {'; '.join(host_reasons)} "
+                            f"(run `ncdma check`)")
     reasons.extend(host_reasons)
     return Plan(
         domain=domain.name, uuid=domain.uuid, requested=policy.mode, mode=mode,

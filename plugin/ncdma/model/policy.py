@@ -26,7 +26,7 @@ class PolicyMode(str, enum.Enum):
     OFF = "off"
 
 
-class Migration(str, enum.Enum):
+class MigrationPolicy(str, enum.Enum):
     """What `ncdma migrate` does with tagged slots."""
 
     REFUSE = "refuse"
@@ -56,7 +56,7 @@ class Policy:
 
     mode: PolicyMode = PolicyMode.ENFORCE
     require: bool = False
-    migration: Migration = Migration.REFUSE
+    migration: MigrationPolicy = MigrationPolicy.REFUSE
     bars: frozenset[Bar] = frozenset({Bar.HOSTMEM})
     emulator: str | None = None
     method: Method = Method.SLOT
@@ -143,7 +143,8 @@ def parse_policy(attributes: Mapping[str, str]) -> Policy:
     return Policy(
         mode=PolicyMode(_choice(attributes, "mode", PolicyMode, PolicyMode.ENFORCE)),
         require=_yes_no(attributes, "require"),
-        migration=Migration(_choice(attributes, "migration", Migration, Migration.REFUSE)),
+        migration=MigrationPolicy(_choice(attributes, "migration", MigrationPolicy,
+                                          MigrationPolicy.REFUSE)),
         bars=_bars(attributes),
         emulator=_emulator(attributes),
         method=Method(_choice(attributes, "method", Method, Method.SLOT)),

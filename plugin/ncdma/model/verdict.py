@@ -144,7 +144,7 @@ def _stand_in(report: HostReport) -> Verdict:
     return Verdict(Mode.AUDIT if reasons else Mode.ENFORCE, reasons, notes, not reasons)
 
 
-def decide(report: HostReport, stand_in: bool = False) -> Verdict:
+def decide_mode(report: HostReport, stand_in: bool = False) -> Verdict:
     """The best mode ``report`` allows, with every reason it is not better.
 
     ``stand_in``: the report's probe asked for the lab's stand-in flag (settings

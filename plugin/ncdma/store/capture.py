@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ncdma.errors import MigrationRefused
 from ncdma.linux.slotmem import preallocate
+from ncdma.model.slot import SlotRecord
 from ncdma.settings import Settings
 from ncdma.store.files import PRIVATE, PRIVATE_DIR, make_directory, read_json_object, write_json
 
@@ -32,20 +33,9 @@ REQUEST_FILE = "capture.json"
 RESULT_FILE = "captured.json"
 
 
-@dataclass(frozen=True)
-class SlotRef:
-    """A tagged slot, as the source's journal records it."""
-
-    slot: int
-    gpa: int
-    size: int
-    hva: int
-    owner: str
-
-    @property
-    def data_name(self) -> str:
-        """The content's file name in the migration directory."""
-        return f"slot-{self.gpa:x}.bin"
+def data_name(slot: SlotRecord) -> str:
+    """The file name of a slot's content in the migration directory."""
+    return f"slot-{slot.gpa:x}.bin"
 
 
 def migration_dir(settings: Settings, uuid: str) -> Path:
@@ -53,7 +43,7 @@ def migration_dir(settings: Settings, uuid: str) -> Path:
     return settings.state_dir / "migrations" / uuid
 
 
-def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
+def arm(settings: Settings, uuid: str, slots: Sequence[SlotRecord]) -> Path:
     """Ask the domain's guard to capture ``slots`` when QEMU exits; return the directory.
 
     The files are allocated now, and only if JOURNAL_RESERVE stays free beside them.
@@ -75,13 +65,18 @@ def arm(settings: Settings, uuid: str, slots: list[SlotRef]) -> Path:
             "migration='skip' where the slots' content need not move")
     try:
         for slot in slots:  # allocated now, while the guest runs, not during the downtime
-            preallocate(directory / slot.data_name, slot.size)
+            preallocate(directory / data_name(slot), slot.size)
     except OSError as err:
         disarm(settings, uuid)
         raise MigrationRefused(f"cannot allocate the capture files in {directory}: "
                                f"{err.strerror}", "free space there") from None
-    write_json(directory / REQUEST_FILE, {"slots": [asdict(slot) for slot in slots]}, PRIVATE,
-               indent=2)
+    # "slots" in the form a guard of the previous version reads (it may still run a domain
+    # started before an upgrade); "records" is what this version's guard reads
+    legacy = [{"slot": slot.slot, "gpa": slot.gpa, "size": slot.size, "hva": slot.hva,
+               "owner": slot.owner.describe()} for slot in slots]
+    write_json(directory / REQUEST_FILE, {"slots": legacy,
+                                          "records": [slot.to_json() for slot in slots]},
+               PRIVATE, indent=2)
     return directory
 
 
@@ -90,12 +85,15 @@ def disarm(settings: Settings, uuid: str) -> None:
     shutil.rmtree(migration_dir(settings, uuid), ignore_errors=True)
 
 
-def read_request(settings: Settings, uuid: str) -> list[SlotRef] | None:
+def read_request(settings: Settings, uuid: str) -> list[SlotRecord] | None:
     """The slots `ncdma migrate` asked the guard to capture, or None when it asked nothing."""
     request = read_json_object(migration_dir(settings, uuid) / REQUEST_FILE)
     if request is None:
         return None
-    return [SlotRef(**record) for record in request.get("slots", [])]
+    try:
+        return [SlotRecord.from_json(record) for record in request.get("records", [])]
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def write_result(settings: Settings, uuid: str, slots: list[dict[str, Any]],

@@ -77,6 +77,22 @@ def write_json(path: Path, document: object, mode: int = PRIVATE,
     write_text(path, json.dumps(document, indent=indent), mode, group)
 
 
+def load_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when the file is missing.
+
+    :raise OSError: When it cannot be read.
+    :raise ValueError: When it is not JSON, or not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document: object = json.load(handle)
+    except FileNotFoundError:
+        return None
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document
+
+
 def read_json(path: Path) -> object | None:
     """The JSON document in ``path``, or None when it is missing, unreadable or not JSON."""
     try:
@@ -87,6 +103,8 @@ def read_json(path: Path) -> object | None:
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
-    """:func:`read_json`, keeping only a JSON object (anything else counts as unreadable)."""
-    document = read_json(path)
-    return document if isinstance(document, dict) else None
+    """:func:`load_json_object`, tolerant: None also when unreadable or not an object."""
+    try:
+        return load_json_object(path)
+    except (OSError, ValueError):
+        return None

@@ -9,7 +9,6 @@ a domain's directory is root's, 0710 with QEMU's group (its wrapper reads
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from ncdma.linux.pidfd import alive, start_time
 from ncdma.model.plan import Plan, WrapperPlan
 from ncdma.settings import Settings
 from ncdma.store.files import (LISTLESS_DIR, PRIVATE, PRIVATE_DIR, QEMU_ENTERS, QEMU_READS,
-                               make_directory, write_json, write_text)
+                               load_json_object, make_directory, write_json, write_text)
 
 # The files of a domain's state directory.
 PLAN_FILE = "plan.json"          # the hook's decision (root only)
@@ -57,17 +56,10 @@ def write_plan(settings: Settings, plan: Plan) -> Path:
 
 def _read(path: Path) -> dict[str, object] | None:
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
-    except FileNotFoundError:
-        return None
+        return load_json_object(path)
     except (OSError, ValueError) as err:
         raise StateFileError(f"unreadable plan {path}: {err}",
                              "restart the domain so that the hook writes it again", path) from None
-    if not isinstance(document, dict):
-        raise StateFileError(f"unreadable plan {path}: not a JSON object",
-                             "restart the domain so that the hook writes it again", path)
-    return document
 
 
 def read_plan(settings: Settings, uuid: str) -> Plan | None:

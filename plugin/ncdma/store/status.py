@@ -13,12 +13,13 @@ from typing import Any
 
 from ncdma.errors import DomainStateError
 from ncdma.model.plan import Plan
+from ncdma.model.slot import SlotRecord
 from ncdma.settings import Settings
 from ncdma.store.files import read_json
-from ncdma.store.journal import read_journal
+from ncdma.store.journal import SavedJournal, read_journal
 from ncdma.store.state import FLATVIEW_FILE, PLAN_FILE, guard_pid, read_plan
 
-STATUS_SCHEMA_VERSION = 1
+STATUS_SCHEMA_VERSION = 2  # 2: the journal's slots are slot records (journal schema 2)
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class DomainStatus:
     plan: Plan
     guard_pid: int | None
     guard_alive: bool
-    journal: dict[str, Any] | None
+    journal: SavedJournal | None
     flatview: list[dict[str, Any]] | None
     mismatches: tuple[str, ...]
 
@@ -54,16 +55,16 @@ def find_domain(settings: Settings, name_or_uuid: str) -> Plan:
                            "`virsh list` shows what runs", name_or_uuid)
 
 
-def kvm_range_name(slot: dict[str, Any], flatview: list[dict[str, Any]]) -> str | None:
+def kvm_range_name(slot: SlotRecord, flatview: list[dict[str, Any]]) -> str | None:
     """The name of the KVM range of the flat view that holds the slot, if any."""
-    start, end = slot["gpa"], slot["gpa"] + slot["size"]
+    start, end = slot.gpa, slot.gpa + slot.size
     for entry in flatview:
         if entry.get("kvm") and entry["start"] <= start and end <= entry["start"] + entry["size"]:
             return str(entry["name"])
     return None
 
 
-def cross_check(journal: dict[str, Any] | None,
+def cross_check(journal: SavedJournal | None,
                 flatview: list[dict[str, Any]] | None) -> tuple[str, ...]:
     """Journaled slots that QEMU's flat view does not show registered with KVM there.
 
@@ -72,9 +73,9 @@ def cross_check(journal: dict[str, Any] | None,
     """
     if journal is None or flatview is None:
         return ()
-    return tuple(f"slot {slot['slot']:#x} {slot['gpa']:#x}-{slot['gpa'] + slot['size']:#x} is "
-                 f"not in QEMU's flat view" for slot in journal.get("slots", [])
-                 if slot["slot"] >> 16 == 0 and kvm_range_name(slot, flatview) is None)
+    return tuple(f"slot {slot.slot:#x} {slot.gpa:#x}-{slot.gpa + slot.size:#x} is "
+                 f"not in QEMU's flat view" for slot in journal.slots
+                 if slot.slot >> 16 == 0 and kvm_range_name(slot, flatview) is None)
 
 
 def domain_status(settings: Settings, name_or_uuid: str) -> DomainStatus:
@@ -97,5 +98,6 @@ def status_json(status: DomainStatus) -> dict[str, Any]:
     """The JSON document of `ncdma status --json`."""
     return {"schema_version": STATUS_SCHEMA_VERSION, "plan": status.plan.to_json(),
             "guard": {"pid": status.guard_pid, "alive": status.guard_alive},
-            "journal": status.journal, "flatview_checked": status.flatview is not None,
+            "journal": status.journal.to_json() if status.journal else None,
+            "flatview_checked": status.flatview is not None,
             "mismatches": list(status.mismatches)}

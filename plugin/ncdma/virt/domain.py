@@ -25,7 +25,7 @@ import re
 from lxml import etree
 
 from ncdma.errors import DomainXmlError, PolicyError
-from ncdma.model.domain import Domain, GpuDevice
+from ncdma.model.domain import Domain, VideoDevice
 from ncdma.model.policy import ELEMENT, Policy, parse_policy
 from ncdma.virt.xmldoc import parse_xml, xml_text
 
@@ -61,23 +61,11 @@ def parse_size(text: str) -> int:
     if found.group("hex") is not None:
         return int(found.group("hex"), 16) << shift
     whole, _, fraction = found.group("number").partition(".")
-    scale = 10 ** len(fraction)
+    scale: int = 10 ** len(fraction)
     value = (int(whole) * scale + int(fraction or "0")) << shift
     if value % scale:
         raise ValueError(f"not a whole number of bytes: {text!r}")
     return value // scale
-
-
-def _pci_address(device: etree._Element) -> str | None:
-    address = device.find("address")
-    if address is None or address.get("type") != "pci":
-        return None
-    try:
-        parts = [int(address.get(key, "0"), 0) for key in ("domain", "bus", "slot", "function")]
-    except ValueError:
-        raise DomainXmlError(f"unreadable PCI address on a video device: "
-                             f"{dict(address.attrib)}", "fix the domain's <address>") from None
-    return "{:04x}:{:02x}:{:02x}.{:x}".format(*parts)
 
 
 def _override_properties(root: etree._Element) -> dict[str, dict[str, str]]:
@@ -100,10 +88,6 @@ def _size_property(props: dict[str, str], where: str) -> int:
     except ValueError:
         raise DomainXmlError(f"{where}: hostmem {text[:40]!r} is not a size",
                              "give bytes or a size such as 64M") from None
-
-
-def _true(text: str | None) -> bool:
-    return (text or "").lower() in ("on", "yes", "true", "1")
 
 
 def _cannot_tell(alias: str, why: str) -> DomainXmlError:
@@ -158,7 +142,8 @@ def _video_model(video: etree._Element, primary: bool, arch: str, machine: str,
     return f"{prefix}gpu{gl}{_BUS_SUFFIX[bus]}"
 
 
-def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> list[GpuDevice]:
+def _video_gpus(root: etree._Element,
+                overrides: dict[str, dict[str, str]]) -> list[VideoDevice]:
     videos = root.findall("devices/video")
     primary = next((v for v in videos if v.find("model[@primary='yes']") is not None),
                    videos[0] if videos else None)
@@ -174,15 +159,10 @@ def _video_gpus(root: etree._Element, overrides: dict[str, dict[str, str]]) -> l
             continue
         alias_element = video.find("alias")
         alias = alias_element.get("name", "") if alias_element is not None else f"video{index}"
-        accel = model.find("acceleration")
-        accel3d = accel is not None and accel.get("accel3d") == "yes"
         qemu_model = _video_model(video, video is primary, arch, machine, alias)
         props = overrides.get(alias, {})
-        gpus.append(GpuDevice(
-            alias=alias, qemu_model=qemu_model, pci_address=_pci_address(video),
-            hostmem=_size_property(props, f"video device {alias}"),
-            blob=model.get("blob") == "on" or _true(props.get("blob")),
-            accel3d=accel3d, source="video"))
+        gpus.append(VideoDevice(alias=alias, qemu_model=qemu_model,
+                                hostmem=_size_property(props, f"video device {alias}")))
     return gpus
 
 
@@ -207,13 +187,12 @@ def _device_options(value: str) -> dict[str, str]:
     return options
 
 
-def _commandline_gpus(root: etree._Element) -> list[GpuDevice]:
+def _commandline_gpus(root: etree._Element) -> list[VideoDevice]:
     args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
     gpus = []
     for flag, value in zip(args, args[1:]):
         if flag == "-vga" and value == "virtio":
-            gpus.append(GpuDevice(alias="-vga virtio", qemu_model="virtio-vga", pci_address=None, hostmem=0,
-                                  blob=False, accel3d=False, source="qemu:commandline -vga"))
+            gpus.append(VideoDevice(alias="-vga virtio", qemu_model="virtio-vga", hostmem=0))
         if flag != "-device":
             continue
         options = _device_options(value)
@@ -221,11 +200,9 @@ def _commandline_gpus(root: etree._Element) -> list[GpuDevice]:
         if not _GPU_DRIVER.match(driver):
             continue
         alias = options.get("id", "")
-        gpus.append(GpuDevice(
-            alias=alias, qemu_model=driver, pci_address=None,
-            hostmem=_size_property(options, f"qemu:commandline device {alias or driver}"),
-            blob=_true(options.get("blob")), accel3d="-gl" in driver or "rutabaga" in driver,
-            source="qemu:commandline"))
+        gpus.append(VideoDevice(
+            alias=alias, qemu_model=driver,
+            hostmem=_size_property(options, f"qemu:commandline device {alias or driver}")))
     return gpus
 
 

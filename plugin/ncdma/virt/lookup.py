@@ -7,6 +7,7 @@ parses as one, then as a name (a domain may be named "7" or like a UUID).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
@@ -33,7 +34,7 @@ def lookup_domain(conn: libvirt.virConnect, reference: str) -> libvirt.virDomain
     :raise DomainStateError: When no domain has that ID, UUID or name.
     :raise LibvirtError: When libvirt fails otherwise.
     """
-    tries = []
+    tries: list[Callable[[], libvirt.virDomain]] = []
     if reference.isdigit():
         tries.append(lambda: conn.lookupByID(int(reference)))
     if _is_uuid(reference):

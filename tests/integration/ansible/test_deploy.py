@@ -61,7 +61,7 @@ def _status(host: Host, domain: str, timeout: float = 20) -> dict:
         done = host.run([NCDMA, "status", domain, "--json"], timeout=60)
         status = json.loads(done.stdout) if done.stdout.startswith("{") else {}
         slots = (status.get("journal") or {}).get("slots", [])
-        if any(slot["action"] == "tag" for slot in slots) or time.monotonic() > deadline:
+        if any(slot["decision"] == "tag" for slot in slots) or time.monotonic() > deadline:
             return status
         time.sleep(0.5)
 
@@ -86,7 +86,7 @@ def vm(clean_lab: Lab, first_run: Run) -> Iterator[OptedIn]:
 
 
 def _vram_flag_set(status: dict) -> bool:
-    [vram] = [slot for slot in status["journal"]["slots"] if slot["action"] == "tag"]
+    [vram] = [slot for slot in status["journal"]["slots"] if slot["decision"] == "tag"]
     return bool(vram["flag_set"])
 
 

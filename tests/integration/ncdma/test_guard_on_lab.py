@@ -36,19 +36,19 @@ def test_enable_start_status_shows_the_vram_slot_selected(opted_in: OptedIn) -> 
         status = _status(opted_in)
         slots = (status.get("journal") or {}).get("slots", [])
         # the guard re-reads the flat view after each slot change: wait until it agrees
-        return status if any(slot["action"] == "tag" for slot in slots) \
+        return status if any(slot["decision"] == "tag" for slot in slots) \
             and status["flatview_checked"] and not status["mismatches"] else None
 
     status = _wait_for(vram_journaled)
     assert status, f"no vram slot journaled: {_status(opted_in)}"
     assert status["plan"]["mode"] == opted_in.mode and status["guard"]["alive"]
     slots = status["journal"]["slots"]
-    [vram] = [slot for slot in slots if slot["action"] == "tag"]
+    [vram] = [slot for slot in slots if slot["decision"] == "tag"]
     # enforce: the stand-in flag set on the tagged slot, and QEMU runs on with it
-    assert vram["size"] == 0x800000 and "vram" in vram["owner"]
+    assert vram["size"] == 0x800000 and vram["owner"]["kind"] == "vram"
     assert vram["flag_set"] is opted_in.enforce
-    ram = [slot for slot in slots if slot["owner"] == "system RAM"]
-    assert ram and all(slot["action"] == "untouched" for slot in ram)
+    ram = [slot for slot in slots if slot["owner"]["kind"] == "system RAM"]
+    assert ram and all(slot["decision"] == "untouched" for slot in ram)
     assert status["mismatches"] == []
     human = opted_in.ncdma("h1", "status", opted_in.name)
     assert human.returncode == 0 and "guard: alive" in human.stdout
@@ -85,7 +85,7 @@ def test_system_reset_recreates_the_slots_and_the_journal_follows(opted_in: Opte
 
     status = _wait_for(settled_after_reset)
     assert status, _status(opted_in)
-    assert [slot["size"] for slot in status["journal"]["slots"] if slot["action"] == "tag"] \
+    assert [slot["size"] for slot in status["journal"]["slots"] if slot["decision"] == "tag"] \
         == [0x800000]
 
 
@@ -136,7 +136,7 @@ def test_enforce_forced_on_this_kernel_fails_the_vram_ioctl_with_einval_on_qemu_
         assert done.returncode != 0 and "Invalid argument" in done.stderr, done.stderr
         journal = json.loads((h1.root_path / f"run/ncdma/domains/{domain}/slots.json").read_text())
         [tagged] = [slot for slot in journal["slots"] if slot["flag_set"]]
-        assert tagged["size"] == 0x800000 and "vga.vram" in tagged["owner"]
+        assert tagged["size"] == 0x800000 and tagged["owner"]["region"].endswith("vga.vram")
         # recognised by host address at its very first creation (QEMU >= 8.0)
         assert journal["counts"]["tag"] == 1
     finally:
@@ -170,7 +170,7 @@ def test_qemu_running_as_an_unprivileged_user_is_guarded_by_the_root_service(ins
                 return None
             status = json.loads(done.stdout)
             slots = (status.get("journal") or {}).get("slots", [])
-            return status if any(slot["action"] == "tag" for slot in slots) else None
+            return status if any(slot["decision"] == "tag" for slot in slots) else None
 
         status = _wait_for(vram_journaled)
         assert status, runner.poll() is None or runner.stderr.read()

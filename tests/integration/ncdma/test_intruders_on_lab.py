@@ -77,7 +77,7 @@ def test_an_option_rom_moved_into_a_gpu_window_is_never_tagged(opted_in: OptedIn
     journal = _journal_with(opted_in, at)
     [rom] = [slot for slot in journal["slots"] if slot["gpa"] == at]
     assert rom["size"] == ROM_SIZE
-    wrong = [slot for slot in journal["slots"] if slot["action"] in ("tag", "keep")
+    wrong = [slot for slot in journal["slots"] if slot["decision"] in ("tag", "keep")
              and (slot["hva"] == rom["hva"]
                   or slot["gpa"] < at + ROM_SIZE and at < slot["gpa"] + slot["size"])]
     assert not wrong, f"tagged memory that is not the GPU's: {wrong}"

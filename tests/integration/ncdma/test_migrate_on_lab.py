@@ -56,7 +56,7 @@ def tagged_slots(domain: OptedIn, host: str) -> int:
     """How many slots the guard on ``host`` has tagged (or would, in audit mode)."""
     done = domain.ncdma(host, "status", domain.name, "--json")
     journal = json.loads(done.stdout)["journal"] if done.stdout else None
-    return [slot["action"] for slot in (journal or {}).get("slots", [])].count("tag")
+    return [slot["decision"] for slot in (journal or {}).get("slots", [])].count("tag")
 
 
 def running_on(domain: OptedIn) -> list[str]:

@@ -100,7 +100,7 @@ def test_hostmem_windows_found_by_size_with_host_addresses(qemu10: LabQemu) -> N
     vram = gpus["video0"].vram
     assert vram is not None and vram.name == "0000:00:02.0/vga.vram"
     assert vram.hva is not None and vram.used_length == 8 * MIB
-    assert layout.owner_of(vram.hva, vram.used_length) is vram
+    assert vram.holds(vram.hva, vram.used_length)
     assert len(layout.system_ram_hva) == 1 and layout.system_ram_hva[0][1] == 128 * MIB
     assert not layout.overlaps_system_ram(0xFE000000, 8 * MIB, vram.hva)
 
