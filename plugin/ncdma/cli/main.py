@@ -151,6 +151,23 @@ def run_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_completion(args: argparse.Namespace) -> int:
+    """``ncdma completion bash``: the bash completion script, from the parser."""
+    from ncdma.cli.docs import bash_completion
+
+    emit(args, {"shell": args.shell, "script": bash_completion(build_parser())},
+         bash_completion(build_parser()).rstrip("\n"))
+    return EXIT_OK
+
+
+def run_manpage(args: argparse.Namespace) -> int:
+    """``ncdma manpage``: ncdma(8) in roff, from the parser."""
+    from ncdma.cli.docs import manpage
+
+    emit(args, {"roff": manpage(build_parser())}, manpage(build_parser()).rstrip("\n"))
+    return EXIT_OK
+
+
 def run_peer(args: argparse.Namespace) -> int:
     """``ncdma peer``: the destination's side of `ncdma migrate` (run over SSH)."""
     from ncdma.migrate import peer
@@ -305,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("uuid", nargs="?", metavar="UUID",
                       help="the incoming domain (receive; resume: the paused one; lock: held "
                            "until stdin closes)")
+
+    completion = _command(
+        commands, "completion", run_completion, "print the shell completion script",
+        "Print a completion script generated from this command line, e.g. "
+        "`ncdma completion bash > /usr/share/bash-completion/completions/ncdma`.")
+    completion.add_argument("shell", choices=["bash"], help="the shell")
+    _command(commands, "manpage", run_manpage, "print the man page ncdma(8)",
+             "Print ncdma(8) in roff, generated from this command line, e.g. "
+             "`ncdma manpage > /usr/share/man/man8/ncdma.8`.")
 
     _command(commands, "guardd", run_guardd,
              "run the guard service (root; started by the system, not by hand)",
