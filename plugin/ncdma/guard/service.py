@@ -35,6 +35,7 @@ from ncdma.guard.task import GuardTask
 from ncdma.guard.trust import refusal_reason
 from ncdma.linux.peercred import Caller, caller_of, command_line, is_seccomp_listener
 from ncdma.linux.pidfd import alive, pidfd_getfd
+from ncdma.linux.sdnotify import notify_ready
 from ncdma.logs import configure_logging
 from ncdma.model.plan import Plan
 from ncdma.settings import Settings
@@ -270,6 +271,11 @@ class GuardService:
         server.listen(128)
         server.setblocking(False)
         self.log.info("guardd: listening on %s", path)
+        try:
+            if notify_ready(os.environ):  # Type=notify: started only now that it listens
+                self.log.info("guardd: told systemd it is ready")
+        except OSError as err:
+            self.log.error("guardd: cannot tell systemd it is ready: %s", err)
         while True:
             if select.select([server], [], [], _REAP_PERIOD_S)[0]:
                 try:
