@@ -59,6 +59,12 @@ class GuardedHost:
             assert time.monotonic() < deadline, "the guard service did not start"
             time.sleep(0.05)
 
+    def use_preload(self, library: Path) -> None:
+        """Point the wrappers at method vm's preload library ``library`` (settings
+        ``preload``); the wrapper reads its settings at each start."""
+        with self.config.open("a") as config:
+            config.write(f"preload = {library}\n")
+
     def stop_service(self) -> None:
         if self.service is not None:
             self.service.terminate()

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 GUESTS_DIR = Path(__file__).resolve().parent
-GUESTS = ("portio", "bartoggle", "hostile", "intruder", "vramfill")
+GUESTS = ("portio", "bartoggle", "hostile", "intruder", "vramfill", "ramtouch")
 IMAGE_SIZE = 0x10000
 RESET_VECTOR = 0xFFF0
 FAR_JUMP = 0xEA  # opcode of `ljmp $segment, $offset`, the reset vector's first byte

@@ -6,8 +6,8 @@ under a hash of its bytes in /var/cache/ncdma-lab/intel.
 - python: this checkout's venv interpreter and the modules ncdma's commands and the
   driver import (lab/intel/pyclosure.py), with the checkout's own files they read;
 - qemu: Debian 12's QEMU 7.2 with its libraries and the files a run of the test guest
-  opens (seen with strace here), and the test guests, assembled here (the guest has no
-  binutils).
+  opens (seen with strace here), the test guests, assembled here (the guest has no
+  binutils), and method vm's preload library (preload/), built here.
 """
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ from pathlib import Path
 
 from lab.errors import LabError
 from lab.intel.pyclosure import REPO, add_python
-from lab.intel.inside import GUESTS_DIR, HOLD, TOGGLES
+from lab.intel.inside import GUESTS_DIR, HOLD, PRELOAD, TOGGLES
 from lab.intel.tree import Tree, cached_archive
 from lab.kernel.initramfs import BUSYBOX
 from lab.kernel.recipe import CACHE_DIR
 
 from lab.guests.build import build_guest
+from lab.preload import build_preload
 
 INTEL_DIR = Path(__file__).resolve().parent
 INTEL_CACHE = CACHE_DIR / "intel"
@@ -32,7 +33,7 @@ QEMU = Path("/usr/bin/qemu-system-x86_64")
 EPTPROBE = "/bin/eptprobe"
 # The guests the guarded runs use, with their build symbols (lab/intel/inside.py runs them).
 GUESTS = {"bartoggle": {"TOGGLES": TOGGLES, "HOLD": HOLD}, "hostile": {"STAY": 0},
-          "portio": {"COUNT": 10}}
+          "portio": {"COUNT": 10}, "ramtouch": {"PAGES": 16}}
 # The files a QEMU run opens that are not its libraries: modules, option ROMs.
 _OPENED = re.compile(r'openat\(AT_FDCWD, "(/usr/[^"]+)"')
 
@@ -113,6 +114,7 @@ def qemu_archive() -> Path:
                   for name, symbols in GUESTS.items()}
         for name, image in images.items():
             tree.add_file(f"{GUESTS_DIR}/{name}.bin", image.read_bytes(), 0o644)
+        tree.add_file(str(PRELOAD), build_preload(Path(work) / "preload").read_bytes(), 0o644)
         for path in _qemu_files(images["portio"]):
             tree.add_host(path)
             if path.endswith(".so"):

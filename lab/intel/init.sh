@@ -44,6 +44,10 @@ step() {
                   -nodefaults -device isa-debug-exit,iobase=0x501,iosize=2 \
                   -bios /lab/guests/portio.bin ;;
     hostile)  py -m lab.intel.inside hostile ;;
+    qemu-ram) ept /usr/bin/qemu-system-x86_64 -machine pc,accel=kvm -m 128 -display none \
+                  -nodefaults -device isa-debug-exit,iobase=0x501,iosize=2 \
+                  -bios /lab/guests/ramtouch.bin ;;
+    method-vm) ept py -m lab.intel.inside method-vm ;;
     *)        echo "unknown step $1"; return 2 ;;
   esac
 }

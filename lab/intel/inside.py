@@ -10,6 +10,11 @@ initramfs at its own path); it prints one JSON document between ``lab-json-begin
   is created, deleted and re-created with the real flag (lab/kernel/inside.py's run).
 - hostile: the same with the hostile guest, which puts the vram BAR over its RAM, spins,
   and exits.
+- method-vm: QEMU 7.2 wrapped by ncdma with a method vm plan (enforce, require): the
+  wrapper adds the preload library (/lab/preload), which disables
+  KVM_X86_QUIRK_IGNORE_GUEST_PAT on the VM fd; the ramtouch guest writes RAM pages and
+  exits. Reports QEMU's exit, the guard's journal and `ncdma status`'s text (init.sh
+  traces the EPT entries around it).
 """
 from __future__ import annotations
 
@@ -22,12 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ncdma.cli.status import status_text
+from ncdma.model.policy import Method
 from ncdma.model.verdict import Mode
+from ncdma.store.status import domain_status
 
 from lab.guarded import guarded_host
 from lab.kernel.inside import ISA_EXIT, GUARDED_TIMEOUT_S, guarded_vram_run, read_journal
 
 GUESTS_DIR = Path("/lab/guests")
+PRELOAD = Path("/lab/preload/libncdma-pat.so")
 TOGGLES = 20  # fewer than under TCG: each toggle is two memslot changes under emulated VMX
 HOLD = 1  # RTC seconds bartoggle keeps vram mapped before re-creating it (busy polling)
 BEGIN, END = "lab-json-begin", "lab-json-end"
@@ -49,15 +58,34 @@ def hostile_run(image: Path) -> dict[str, Any]:
                 "journal": read_journal(host, domain), "log": host.log()[-6000:]}
 
 
+def method_vm_run(image: Path) -> dict[str, Any]:
+    """``image`` (ramtouch) under QEMU wrapped with method vm, enforce, require: QEMU's
+    exit status and stderr, the guard's journal, `ncdma status` (read in this process:
+    each Python command costs seconds under Bochs)."""
+    with guarded_host(Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))) as host:
+        host.use_preload(PRELOAD)
+        domain = host.plan(Mode.ENFORCE, require=True, method=Method.VM)
+        done = subprocess.run(host.wrapper_argv(domain, "-m", "128", *ISA_EXIT, "-bios",
+                                                str(image)),
+                              env=host.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=GUARDED_TIMEOUT_S, check=False)
+        return {"exit": done.returncode, "stderr": done.stderr.decode(errors="replace")[-4000:],
+                "journal": host.final_journal(domain),
+                "status": status_text(domain_status(host.settings, domain)),
+                "log": host.log()[-6000:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and print its report between the markers."""
     parser = argparse.ArgumentParser(prog="python -m lab.intel.inside", description=__doc__)
-    parser.add_argument("scenario", choices=("guarded", "hostile"))
+    parser.add_argument("scenario", choices=("guarded", "hostile", "method-vm"))
     args = parser.parse_args(argv)
     started = time.monotonic()
     if args.scenario == "guarded":
         work = Path(tempfile.mkdtemp(prefix="lab-intel-", dir="/tmp"))
         report = guarded_vram_run(work, GUESTS_DIR / "bartoggle.bin", TOGGLES)
+    elif args.scenario == "method-vm":
+        report = method_vm_run(GUESTS_DIR / "ramtouch.bin")
     else:
         report = hostile_run(GUESTS_DIR / "hostile.bin")
     report["seconds"] = round(time.monotonic() - started, 1)

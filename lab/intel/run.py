@@ -9,7 +9,9 @@ Which steps each kernel runs (init.sh runs them in order):
   hostile guest under a guarded QEMU;
 - stock: ``ncdma check``, EPT entries of a plain VM, the flag refused;
 - 6.12: ``ncdma check``, the quirk mask, EPT entries of a plain VM, of one whose quirk
-  was disabled, the flag refused.
+  was disabled, the flag refused; then QEMU 7.2 running ramtouch (RAM pages written)
+  without ncdma (``qemu-ram``) and wrapped with method vm through the preload library
+  (``method-vm``), EPT trace on for both.
 """
 from __future__ import annotations
 
@@ -30,10 +32,11 @@ from lab.kernel.recipe import Recipe, Variant
 STEPS = {
     Variant.PATCHED: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "hostile"),
     Variant.STOCK: ("cpuinfo", "check", "ept-plain", "ept-flag"),
-    Variant.UPSTREAM: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "ept-quirk-off"),
+    Variant.UPSTREAM: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "ept-quirk-off",
+                       "qemu-ram", "method-vm"),
 }
 # Steps that run QEMU: the QEMU archive goes in only for them (it doubles the initramfs).
-QEMU_STEPS = frozenset({"guarded", "hostile", "qemu-plain"})
+QEMU_STEPS = frozenset({"guarded", "hostile", "qemu-plain", "qemu-ram", "method-vm"})
 TIMEOUT_S = 600.0
 _SPTE = re.compile(r"kvm_mmu_set_spte: gfn ([0-9a-f]+) spte ([0-9a-f]+) .*level (\d+)")
 _END = re.compile(r"^lab-step-end (\S+) (\d+) (\d+)$")

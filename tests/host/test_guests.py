@@ -84,6 +84,11 @@ def test_portio_exits_with_its_status(build: Build) -> None:
     assert run.returncode == exit_code("STATUS_PORTIO_DONE")
 
 
+def test_ramtouch_writes_and_reads_back_its_ram_pages(build: Build) -> None:
+    run = run_guest(build("ramtouch", PAGES=16), timeout=30)
+    assert run.returncode == exit_code("STATUS_RAMTOUCH_DONE")
+
+
 def test_portio_100000_exits_measured(build: Build, capsys: pytest.CaptureFixture[str]) -> None:
     run = run_guest(build("portio", COUNT=100000), timeout=120)
     assert run.returncode == exit_code("STATUS_PORTIO_DONE")

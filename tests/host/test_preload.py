@@ -92,8 +92,7 @@ def test_without_its_environment_the_library_does_nothing(library, portio, tmp_p
 
 def _wrapped(host: GuardedHost, library: Path | None, portio: Path, require: bool,
              mode: Mode = Mode.ENFORCE) -> tuple[str, subprocess.CompletedProcess[str]]:
-    with host.config.open("a") as config:
-        config.write(f"preload = {library or host.root / 'missing.so'}\n")
+    host.use_preload(library or host.root / "missing.so")
     domain = host.plan(mode, require=require, method=Method.VM)
     done = subprocess.run(host.wrapper_argv(domain, "-m", "16", "-device", "virtio-vga",
                                             *ISA_EXIT, "-bios", str(portio)),

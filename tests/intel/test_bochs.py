@@ -136,6 +136,17 @@ def test_check_on_6_12_rejects_the_flag_and_sees_the_quirk_offered(upstream: Int
     assert probe["answers"][0]["outcome"] == "EINVAL" and probe["flag_supported"] is False
     assert probe["quirks2_mask"] & QUIRK_IGNORE_GUEST_PAT, probe
     assert probe["ignore_guest_pat_quirk_disableable"] is True, probe
+    # method vm is this host's: quirk offered, Intel with VMX, EPT and self-snoop
+    assert document["methods"] == ["vm"], document["method_checks"]
+    vm = document["method_checks"]["vm"]
+    assert (vm["allowed"], vm["quirk_offered"], vm["self_snoop"], vm["ept"]) == \
+        (True, True, True, True), vm
+
+
+def test_check_names_the_methods_each_kernel_allows(patched: IntelRun, stock: IntelRun) -> None:
+    assert check(patched)["methods"] == ["slot"]
+    assert check(stock)["methods"] == []
+    assert "KVM_X86_QUIRK_IGNORE_GUEST_PAT" in check(stock)["method_checks"]["vm"]["reasons"][0]
 
 
 def test_only_6_12_offers_the_ignore_guest_pat_quirk(patched: IntelRun,
@@ -196,3 +207,35 @@ def test_a_hostile_guest_gets_nothing_flagged(patched: IntelRun) -> None:
     assert journal["mode"] == "enforce", journal
     assert journal["slots"] and not any(slot["flag_set"] for slot in journal["slots"]), journal
     assert journal["counts"].get("tag", 0) == 0, journal["counts"]
+
+
+# --- method vm: QEMU 7.2 wrapped by ncdma, the preload library disabling the quirk, 6.12 ---
+
+RAM_PAGES = range(0x10, 0x20)  # the pages ramtouch writes (FIRST_PAGE 0x10, PAGES 16)
+
+
+def ram_sptes(found: Step) -> dict[int, int]:
+    """The EPT entries of ramtouch's RAM pages in step ``found``."""
+    sptes = found.sptes()
+    assert set(RAM_PAGES) <= set(sptes), found.text
+    return {gfn: sptes[gfn] for gfn in RAM_PAGES}
+
+
+def test_6_12_qemu_without_ncdma_gets_ram_entries_with_ignore_pat(upstream: IntelRun) -> None:
+    found = step(upstream, "qemu-ram", exit_code("STATUS_RAMTOUCH_DONE"))
+    for gfn, spte in ram_sptes(found).items():
+        assert memory_type(spte) == WB and ignores_pat(spte), f"gfn {gfn:#x}: {spte:#x}"
+
+
+def test_6_12_qemu_wrapped_with_method_vm_gets_ram_entries_without_ignore_pat(
+        upstream: IntelRun) -> None:
+    found = step(upstream, "method-vm")
+    report: dict[str, Any] = found.document()
+    assert report["exit"] == exit_code("STATUS_RAMTOUCH_DONE"), report["stderr"]
+    journal = report["journal"]
+    assert journal["guest_pat"]["honored"] is True, journal["guest_pat"]
+    assert journal["guest_pat"]["quirks2_mask"] & QUIRK_IGNORE_GUEST_PAT
+    assert not any(slot["flag_set"] for slot in journal["slots"]), journal["slots"]
+    assert "guest PAT: honored for the whole VM" in report["status"], report["status"]
+    for gfn, spte in ram_sptes(found).items():
+        assert memory_type(spte) == WB and not ignores_pat(spte), f"gfn {gfn:#x}: {spte:#x}"

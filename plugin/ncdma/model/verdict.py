@@ -102,8 +102,8 @@ def vm_reasons(report: HostReport) -> list[str]:
     if not probe.ignore_guest_pat_quirk_disableable:
         reasons.append(f"kernel {report.kernel} does not offer KVM_X86_QUIRK_IGNORE_GUEST_PAT "
                        f"(0x200) in KVM_CHECK_EXTENSION(KVM_CAP_DISABLE_QUIRKS2) (mask "
-                       f"{probe.quirks2_mask:#x}): use Linux 6.16 or later, or 6.12.78 or "
-                       f"later, on an Intel CPU with EPT and self-snoop")
+                       f"{probe.quirks2_mask:#x}): kernels offer it from Linux 6.16 and "
+                       f"6.12.78 on, and only on Intel CPUs with EPT and self-snoop")
     if not cpu.is_intel:
         reasons.append(f"CPU vendor is {cpu.vendor}: disabling the quirk changes memory types "
                        f"only on Intel VMX with EPT (AMD NPT already honors guest PAT)")

@@ -7,9 +7,11 @@ the guard service and guards are killed by their pid files, as a crash would end
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
+from signal import SIGCONT
 
 import pytest
 
@@ -71,6 +73,35 @@ def test_two_migrations_of_one_vm_at_once(opted_in: OptedIn) -> None:
     stdout, first_stderr = first.communicate(timeout=120)
     assert first.returncode == 0, first_stderr
     assert_copied(json.loads(stdout), opted_in.enforce)
+    assert running_on(opted_in) == ["h2"]
+
+
+def test_ctrl_c_after_libvirt_can_no_longer_stop_the_migration(opted_in: OptedIn) -> None:
+    """--p2p: the source's libvirtd finishes the migration while `ncdma migrate` is stopped;
+    Ctrl-C then comes too late to abort: the VM has moved, the copy must still be made, and
+    `ncdma migrate` must end (the generous bound below only detects a hang)."""
+    _slow_migration_setup(opted_in)
+    h1 = opted_in.lab.host("h1")
+    migration = _migrate_in_background(opted_in, "--bandwidth", "1", "--p2p")
+    _wait_for_job(opted_in)
+    _signal_migrate(h1, "STOP")
+    try:
+        _until(lambda: opted_in.state("h1") == "shut off" and opted_in.state("h2") == "paused",
+               "libvirt completed the migration", timeout=180)
+    finally:
+        _signal_migrate(h1, "INT", "CONT")
+        # nsenter (how the lab runs a command in h1) stops itself when its child stops, and
+        # waits for a SIGCONT of its own before it passes one on and can reap the child
+        os.kill(migration.pid, SIGCONT)
+    try:
+        stdout, stderr = migration.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        migration.kill()
+        raise AssertionError("`ncdma migrate` never ended after the late Ctrl-C") from None
+    assert migration.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert_copied(summary, opted_in.enforce)
+    assert any("could no longer be stopped" in note for note in summary["notes"])
     assert running_on(opted_in) == ["h2"]
 
 
