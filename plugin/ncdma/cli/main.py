@@ -168,6 +168,30 @@ def run_manpage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_install_files(args: argparse.Namespace) -> int:
+    """``ncdma install-files``: the hook, unit, logrotate rules, schema, sample settings,
+    completion and man page, from the package data; what changed."""
+    from ncdma.cli.files import install_files, remove_files
+    from ncdma.errors import StateFileError
+
+    if args.root == Path("/"):
+        require_root("ncdma install-files", None)
+    systemd = {"yes": True, "no": False}.get(args.systemd, Path("/run/systemd/system").is_dir())
+    try:
+        if args.remove:
+            changed = remove_files(build_parser(), args.root)
+        else:
+            changed = install_files(build_parser(), args.root, systemd)
+    except OSError as err:
+        raise StateFileError(f"cannot write {err.filename}: {err.strerror}",
+                             "run it as root (or give --root a directory you may write)",
+                             err.filename) from None
+    verb = "removed" if args.remove else "installed"
+    emit(args, {"changed": changed},
+         "\n".join(f"{verb} {path}" for path in changed) or "nothing to do")
+    return EXIT_OK
+
+
 def run_peer(args: argparse.Namespace) -> int:
     """``ncdma peer``: the destination's side of `ncdma migrate` (run over SSH)."""
     from ncdma.migrate import peer
@@ -328,6 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Print a completion script generated from this command line, e.g. "
         "`ncdma completion bash > /usr/share/bash-completion/completions/ncdma`.")
     completion.add_argument("shell", choices=["bash"], help="the shell")
+    install = _command(
+        commands, "install-files", run_install_files,
+        "install the hook, unit, logrotate rules, schema, sample settings, completion, man page",
+        "Install the files ncdma needs outside its Python package, from the package data of "
+        "this installation: the libvirt hook (run by this Python), ncdma-guardd.service (with "
+        "this prefix), /etc/logrotate.d/ncdma, the metadata schema and a sample ncdma.conf "
+        "under /usr/local/share, the bash completion and ncdma(8). Only what differs is "
+        "written; the answer lists it (--json: \"changed\").")
+    install.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                         help="install under DIR instead of / (default /)")
+    install.add_argument("--systemd", choices=["auto", "yes", "no"], default="auto",
+                         help="install ncdma-guardd.service too (auto: where systemd runs)")
+    install.add_argument("--remove", action="store_true",
+                         help="remove every file it installs instead (before uninstalling)")
     _command(commands, "manpage", run_manpage, "print the man page ncdma(8)",
              "Print ncdma(8) in roff, generated from this command line, e.g. "
              "`ncdma manpage > /usr/share/man/man8/ncdma.8`.")
