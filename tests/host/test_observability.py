@@ -150,7 +150,7 @@ def test_textfile_is_written_atomically_and_readable(conf: Path, tmp_path: Path)
 
 
 
-def test_metrics_follow_a_guarded_qemu_and_count_its_guard_restarts(host: GuardedHost,
+def test_metrics_and_status_follow_a_guarded_qemu_and_count_its_restarts(host: GuardedHost,
                                                                     tmp_path: Path) -> None:
     """QEMU 7.2 under KVM through the wrapper and the real guard service (audit mode on this
     kernel: nothing is tagged); its guard killed once is counted as restarted."""
@@ -171,6 +171,16 @@ def test_metrics_follow_a_guarded_qemu_and_count_its_guard_restarts(host: Guarde
         assert dict(labels)["uuid"] == domain and metrics["ncdma_guard_alive"][labels] == 1.0
         assert metrics["ncdma_tagged_slots"][labels] == 0.0
         assert metrics["ncdma_guard_restarts"] == {}
+        # `ncdma status` without a domain: every domain running with ncdma, one line each
+        listed = subprocess.run([sys.executable, "-m", "ncdma", "status", "--json"],
+                                capture_output=True, text=True, env=host.env, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        (only,) = json.loads(listed.stdout)["domains"]
+        assert only["plan"]["uuid"] == domain and only["guard"]["alive"]
+        table = subprocess.run([sys.executable, "-m", "ncdma", "status"], capture_output=True,
+                               text=True, env=host.env, timeout=60).stdout.splitlines()
+        assert table[0].split()[:3] == ["domain", "uuid", "mode"]
+        assert domain in table[1] and "alive" in table[1]
         os.kill(guard, signal.SIGKILL)
         while "a new guard takes over" not in host.log() and time.monotonic() < deadline:
             time.sleep(0.1)
