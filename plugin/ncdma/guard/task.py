@@ -246,7 +246,7 @@ class Guard:
         if self.plan.method is not Method.VM or self.plan.mode is not Mode.ENFORCE \
                 or self.journal.guest_pat is not None:
             return
-        state = read_pat_report(self.directory) or NOT_REPORTED
+        state = read_pat_report(self.directory, self.qemu_pid) or NOT_REPORTED
         self.journal.guest_pat = state
         if state.honored:
             self.log.info("guard %s: guest PAT honored for the whole VM: %s", self.plan.domain,

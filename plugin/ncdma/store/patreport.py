@@ -76,15 +76,23 @@ def _read_bounded(directory: Path) -> bytes | None:
             os.close(descriptor)
 
 
-def read_pat_report(directory: Path) -> GuestPat | None:
-    """The preload library's report in domain directory ``directory``; None when there is
-    none yet; a report that cannot be parsed is a "not honored" state that says so."""
+def read_pat_report(directory: Path, qemu_pid: int) -> GuestPat | None:
+    """The preload library's report in domain directory ``directory``, made by QEMU
+    ``qemu_pid``; None when there is none yet. A report that cannot be parsed, or one another
+    process wrote (a QEMU of an earlier start), is a "not honored" state that says so."""
     data = _read_bounded(directory)
     if data is None:
         return None
     try:
         document = json.loads(data)
-        return GuestPat.from_json(document if isinstance(document, dict) else {})
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+        state = GuestPat.from_json(document)
     except (ValueError, RecursionError):
         return GuestPat(False, f"the preload library's report {PAT_REPORT} cannot be read: "
                                f"{data[:80]!r}")
+    if document.get("pid") != qemu_pid:
+        return GuestPat(False, f"the preload library's report {PAT_REPORT} was written by pid "
+                               f"{str(document.get('pid'))[:20]}, not by QEMU {qemu_pid}: a "
+                               f"stale report, and this QEMU made none")
+    return state

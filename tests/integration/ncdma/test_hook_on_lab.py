@@ -79,6 +79,32 @@ def test_required_enforce_is_refused_in_virsh_start_unless_the_host_allows_it(
     assert opted_in.state() == "shut off" and opted_in.plan() is None
 
 
+def test_method_vm_through_libvirt_refused_with_require_else_audited_with_the_reason(
+        opted_in: OptedIn) -> None:
+    # the lab's kernel (this machine's) does not offer KVM_X86_QUIRK_IGNORE_GUEST_PAT, and
+    # the lab's stand-in is the memslot flag's only: method vm is audit in both modes
+    h1 = opted_in.lab.host("h1")
+    opted_in.define()
+    opted_in.enable("h1", "--method", "vm", "--require", "yes")
+    assert "method='vm'" in opted_in.inactive_xml() or 'method="vm"' in opted_in.inactive_xml()
+    done = h1.virsh("start", opted_in.name, check=False)
+    assert done.returncode != 0
+    assert (f"ncdma: refusing to start {opted_in.name}: its policy requires enforce mode "
+            f"(method vm) but this host allows audit") in done.stderr
+    assert "KVM_X86_QUIRK_IGNORE_GUEST_PAT (0x200)" in done.stderr
+    assert opted_in.state() == "shut off" and opted_in.plan() is None
+    opted_in.enable("h1", "--require", "no")
+    h1.virsh("start", opted_in.name)
+    try:
+        plan = opted_in.plan()
+        assert plan is not None and (plan["mode"], plan["method"]) == ("audit", "vm"), plan
+        status = opted_in.ncdma("h1", "status", opted_in.name).stdout
+        assert "method: vm (requested vm)" in status
+        assert "guest PAT: NOT honored (mode audit" in status
+    finally:
+        h1.virsh("destroy", opted_in.name)
+
+
 def test_policy_written_by_hand_with_a_foreign_emulator_or_bad_value_is_refused(
         opted_in: OptedIn) -> None:
     policy = "<metadata><n:ncdma xmlns:n='urn:ncdma:domain:1' bars='vram' {}/></metadata>"
