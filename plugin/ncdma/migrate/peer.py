@@ -155,8 +155,9 @@ def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
         restored.append({"gpa": gpa, "size": size, "slot": target.slot,
                          "flag_set": target.flag_set, "sha256": transfer.sha256,
                          "seconds": transfer.seconds})
+    # paused: incoming_qemu checked it before the writes, and only the source resumes it
     return {"schema_version": PEER_SCHEMA_VERSION, "slots": restored,
-            "flush": cacheflush.instruction(),
+            "flush": cacheflush.instruction(), "paused": True,
             "status": status_json(domain_status(settings, uuid))}
 
 

@@ -108,6 +108,9 @@ class MigrationRun:
                          settings.state_dir / "ssh")
         self.summary = Summary(self.domain.name(), options.desturi)
         self.memory_done = 0.0
+        # the destination's ncdma found the domain paused when it wrote the slots (--p2p:
+        # no libvirt connection to the destination to ask)
+        self.paused_at_receive: bool | None = None
         self.dconn: Future[libvirt.virConnect] | None = None
         self.interrupts = Interrupts()
 
@@ -272,6 +275,7 @@ class MigrationRun:
                          flush=answer.get("flush"))
             if there.get("sha256") != source["sha256"]:
                 raise self._left_paused(f"slot {source['gpa']:#x} differs after the copy")
+        self.paused_at_receive = answer.get("paused") is True
         return dict(answer["status"])
 
     def _verify(self, destination: libvirt.virDomain | None, decision: MigrationDecision,
@@ -291,7 +295,7 @@ class MigrationRun:
         journal = journal_from_json(status["journal"], "the destination's journal") \
             if status.get("journal") else None
         there = {(slot.gpa, slot.size): slot for slot in journal.slots} if journal else {}
-        paused = None if destination is None else \
+        paused = self.paused_at_receive if destination is None else \
             destination.state()[0] == libvirt.VIR_DOMAIN_PAUSED
         for entry in self.summary.slots:
             slot = there.get((entry["gpa"], entry["size"]))
