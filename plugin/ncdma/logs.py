@@ -6,7 +6,6 @@ stderr is not a log here: it carries only the one-line reason libvirt shows the 
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 
 from ncdma.settings import Settings
@@ -25,8 +24,11 @@ def configure_logging(settings: Settings, program: str) -> logging.Logger:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if settings.syslog and os.path.exists(SYSLOG_SOCKET):
+        # imported here: a host without syslog skips its imports (socket, pickle, queue)
+        from logging.handlers import SysLogHandler
+
         try:
-            handler: logging.Handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+            handler: logging.Handler = SysLogHandler(address=SYSLOG_SOCKET)
             handler.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(handler)
         except OSError:

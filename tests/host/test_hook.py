@@ -232,3 +232,37 @@ def test_state_is_keyed_by_uuid_and_a_domain_without_one_is_refused(config,
         not any((config / "state" / "domains").iterdir())
     for operation in ("stopped", "release", "reconnect", "started"):
         assert run_hook(installed_hook, operation, without).returncode == 0
+
+
+def _modules_loaded(operation: str, xml: bytes) -> set[str]:
+    """The modules a hook process has imported by the time it exits (issue 17: the hook's
+    time is mostly imports, so what each path imports is what it costs)."""
+    read, write = os.pipe()
+    report = (f"import atexit, os, sys; atexit.register(lambda: os.write({write}, "
+              f"' '.join(sorted(sys.modules)).encode()))\n")
+    source = (REPO / "hooks/qemu.d/50-ncdma").read_text().split("\n", 1)[1]
+    with subprocess.Popen([sys.executable, "-c", report + source, "vm1", operation, "begin",
+                           "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, pass_fds=(write,)) as process:
+        os.close(write)
+        process.communicate(xml, timeout=30)
+        with os.fdopen(read, "rb") as names:
+            return set(names.read().decode().split())
+
+
+def test_a_domain_without_ncdma_loads_no_more_than_the_entry(config) -> None:
+    loaded = _modules_loaded("prepare", domain_xml(policy=None))
+    assert {name for name in loaded if name.startswith("ncdma")} == {
+        "ncdma", "ncdma.hook", "ncdma.hook.entry", "ncdma.model", "ncdma.model.namespace"}
+    assert not loaded & {"dataclasses", "pathlib", "logging", "lxml", "enum", "signal"}
+
+
+def test_each_operation_imports_only_what_it_needs(config) -> None:
+    """stopped and started read no host probe; no operation loads syslog's handlers on a
+    host without /dev/log, nor the version probes' thread pool."""
+    for operation in ("prepare", "started", "stopped"):
+        loaded = _modules_loaded(operation, domain_xml())
+        assert "ncdma.hook.operations" in loaded, operation  # the opted-in path did run
+        assert not loaded & {"logging.handlers", "concurrent.futures"}, operation
+        probed = {"ncdma.host.report", "ncdma.kvm.probe"} <= loaded
+        assert probed == (operation == "prepare"), operation

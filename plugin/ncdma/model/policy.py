@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ncdma.errors import PolicyError
+from ncdma.model.namespace import NAMESPACE as NAMESPACE  # re-exported with the element
 
-NAMESPACE = "urn:ncdma:domain:1"
 PREFIX = "ncdma"
 ELEMENT = f"{{{NAMESPACE}}}ncdma"
 _MAX_PATH = 4096
