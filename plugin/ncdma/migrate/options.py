@@ -11,6 +11,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from ncdma.errors import UsageError
+
 # virDomainMigrateFlags (libvirt-domain.h)
 LIVE = 1 << 0
 PEER2PEER = 1 << 1
@@ -52,6 +54,7 @@ class MigrateOptions:
     verbose: bool = False
     json: bool = False
     dry_run: bool = False
+    finish: bool = False
     remote_ncdma: str = "/usr/local/libexec/ncdma/ncdma"
 
     @classmethod
@@ -60,6 +63,10 @@ class MigrateOptions:
         values = {name: getattr(args, name) for name in cls.__dataclass_fields__
                   if hasattr(args, name)}
         values["migrateuri"] = args.migrateuri or args.migrateuri_option
+        values["desturi"] = args.desturi or ""
+        if not values["desturi"] and not getattr(args, "finish", False):
+            raise UsageError("DESTURI is missing", "give the destination's libvirt URI, e.g. "
+                             "qemu+ssh://host2/system (only --finish works without one)")
         return cls(**values)
 
     def flags(self, extra: int = 0) -> int:
@@ -95,7 +102,7 @@ def _positive(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add `virsh migrate`'s options (same names and meanings) and ncdma's own."""
     parser.add_argument("domain", metavar="DOMAIN", help="the running domain's name or UUID")
-    parser.add_argument("desturi", metavar="DESTURI",
+    parser.add_argument("desturi", metavar="DESTURI", nargs="?",
                         help="the destination's libvirt URI, e.g. qemu+ssh://host2/system")
     parser.add_argument("migrateuri", metavar="MIGRATEURI", nargs="?",
                         help="where QEMU sends the memory (as virsh), e.g. tcp://host2:49152")
@@ -129,5 +136,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="print a JSON summary (phases, downtime, bytes, every tagged slot)")
     own.add_argument("--dry-run", action="store_true",
                      help="print what would be done, change nothing")
+    own.add_argument("--finish", action="store_true",
+                     help="complete a copy migration that left DOMAIN paused on its "
+                          "destination, from the capture kept on this host: checksums checked, "
+                          "slots written there, tags checked, then resumed (DESTURI: the "
+                          "migration's own unless given)")
     own.add_argument("--remote-ncdma", default=MigrateOptions.remote_ncdma, metavar="PATH",
                      help="ncdma on the destination, run over SSH (default %(default)s)")
