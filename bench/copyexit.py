@@ -12,7 +12,7 @@ pidfd reports it, inside h1, median of --runs starts of the lab's virtio-vga dom
   test-only fault point guard-start): the keeper answers alone, reads nothing and marks the
   migration not copied.
 
-Run (as root): .venv/bin/python -m bench.exitpath
+Run (as root): .venv/bin/python -m bench.copyexit
 """
 
 from __future__ import annotations
@@ -45,18 +45,14 @@ print((time.monotonic() - began) * 1e3)
 """
 _ARM = """
 import sys
-from ncdma.migrate.preflight import TaggedSlot
 from ncdma.settings import load_settings
-from ncdma.store.capture import SlotRef, arm
-from ncdma.store.journal import is_selected, read_journal
+from ncdma.store.capture import arm
+from ncdma.store.journal import read_journal
 settings = load_settings()
-uuid = sys.argv[1]
-slots = [TaggedSlot.from_journal(r) for r in read_journal(settings.domain_dir(uuid))["slots"]
-         if is_selected(r)]
-arm(settings, uuid, [SlotRef(s.slot, s.gpa, s.size, s.hva, s.owner) for s in slots])
-print(len(slots))
+journal = read_journal(settings.domain_dir(sys.argv[1]))
+arm(settings, sys.argv[1], journal.selected() if journal else ())
+print(len(journal.selected()) if journal else 0)
 """
-
 
 def _sh(host: Host, command: str) -> str:
     done = host.run(["sh", "-c", command], check=True)
