@@ -76,7 +76,8 @@ def _uuid(host: Host, name: str) -> str:
 
 
 def _started(host: Host, name: str, tagged: bool) -> None:
-    host.virsh("start", name)
+    done = host.virsh("start", name, check=False)
+    assert done.returncode == 0, f"virsh start {name}: {done.stderr}"
     deadline = time.monotonic() + 20
     while tagged:
         status = json.loads(host.run([f"{PREFIX}/bin/ncdma", "status", name, "--json"]).stdout)
