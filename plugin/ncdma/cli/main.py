@@ -136,6 +136,9 @@ def run_peer(args: argparse.Namespace) -> int:
         raise UsageError(f"peer {args.operation} needs the domain's UUID")
     if args.operation == "lock":
         return peer.hold_lock(settings, args.uuid, sys.stdin.buffer, sys.stdout)
+    if args.operation == "ticket":
+        print(json.dumps(peer.ticket(settings, args.uuid)))
+        return EXIT_OK
     print(json.dumps(peer.receive(settings, args.uuid, sys.stdin.buffer)))
     return EXIT_OK
 
@@ -206,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("--require", choices=["yes", "no"],
                         help="yes: refuse to start where the mode cannot be honored (default no)")
     enable.add_argument("--migration", choices=[m.value for m in MigrationPolicy],
-                        help="what `ncdma migrate` does with tagged slots (default refuse)")
+                        help="what a migration may do with tagged slots (default refuse; "
+                             "any: accept plain libvirt migrations and restores, unverified)")
     enable.add_argument("--bars", metavar="LIST",
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
                              " (default hostmem)")
@@ -247,10 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the destination's side of `ncdma migrate` (run by it over SSH)",
         "Answer a migrating source: 'preflight' prints this host's readiness as JSON; "
         "'receive UUID' writes the tagged slots streamed on stdin into the incoming domain's "
-        "memory, cache-flushed, and prints their checksums.")
-    peer.add_argument("operation", choices=["preflight", "receive", "lock"])
+        "memory, cache-flushed, and prints their checksums; 'ticket UUID' issues the one-time "
+        "ticket this host's migrate hook asks of the incoming domain, and prints it.")
+    peer.add_argument("operation", choices=["preflight", "receive", "lock", "ticket"])
     peer.add_argument("uuid", nargs="?", metavar="UUID",
-                      help="the incoming domain (receive; lock: held until stdin closes)")
+                      help="the incoming domain (receive, ticket; lock: held until stdin "
+                           "closes)")
 
     _command(commands, "guardd", run_guardd,
              "run the guard service (root; started by the system, not by hand)",

@@ -55,10 +55,15 @@ def _device_ram_shareable(plan: Plan, settings: Settings) -> tuple[bool, str]:
 def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
     from dataclasses import replace
 
+    from ncdma.hook.managedsave import managed_save_refusal
     from ncdma.model.plan import StartRefusal, decide_plan
     from ncdma.store.state import write_plan
     from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
 
+    restoring = managed_save_refusal(domain)
+    if restoring is not None:
+        log.error("%s", restoring)
+        return HookOutcome(1, stderr=restoring)
     decision = decide_plan(domain, _host_verdict(settings), settings)
     if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
@@ -130,6 +135,9 @@ def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
 
 def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
              log: logging.Logger) -> HookOutcome:
+    import time
+
+    from ncdma.hook.incoming import incoming_refusal, ticket_stripped
     from ncdma.model.plan import StartRefusal, decide_plan
     from ncdma.virt.domain import with_emulator
 
@@ -137,11 +145,19 @@ def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
     if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
         return HookOutcome(1, stderr=decision.reason)
+    refusal = incoming_refusal(domain, data, operation, settings, time.time())
+    if refusal is not None:
+        log.error("%s", refusal)
+        return HookOutcome(1, stderr=refusal)
+    stripped = ticket_stripped(data)
+    assert domain.policy is not None
+    log.info("%s: %s allowed by its policy migration='%s'", domain.name, operation,
+             domain.policy.migration.value)
     if decision is None or domain.emulator == str(settings.wrapper):
-        return HookOutcome()
+        return HookOutcome(stdout=stripped.decode() if stripped is not None else "")
     log.info("%s: %s with <emulator> rewritten to this host's wrapper %s", domain.name,
              operation, settings.wrapper)
-    return HookOutcome(stdout=with_emulator(data, str(settings.wrapper)))
+    return HookOutcome(stdout=with_emulator(stripped or data, str(settings.wrapper)))
 
 
 def _reconnect(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:

@@ -42,6 +42,7 @@ from ncdma.store import capture
 from ncdma.store.journal import journal_from_json
 from ncdma.virt.connect import libvirt_error
 from ncdma.virt.domain import parse_domain, with_emulator
+from ncdma.virt.ticket import with_ticket
 
 _CAPTURE_WAIT_S = 15.0
 _STATES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
@@ -90,7 +91,10 @@ def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDo
     """
     if not domain.isActive():
         raise MigrationRefused(f"{options.domain} is not running",
-                               "start it, or use `virsh migrate --offline`")
+                               "start it; to move its definition, `virsh dumpxml --inactive "
+                               "--security-info` it here and `virsh define` it there (the "
+                               "destination refuses a plain `virsh migrate --offline` unless "
+                               "its policy accepts plain migrations)")
     source = gather_source(settings, domain.name(), domain.UUIDString(), domain.XMLDesc())
     destination = peer.preflight() if source.opted_in else None
     decision = decide_migration(source, destination, options)
@@ -130,6 +134,8 @@ class MigrationRun:
         self.summary = Summary(name, options.desturi)
         self.memory_done = 0.0
         self.dconn: Future[libvirt.virConnect]
+        # the destination's one-time ticket, carried in the XML its migrate hook gets
+        self.ticket: str | None = None
         self.interrupts = Interrupts()
 
     def _phase(self, name: str, detail: str = "") -> None:
@@ -172,6 +178,8 @@ class MigrationRun:
             return self.summary
         if decision.source.opted_in:
             self.peer.lock(self.uuid)
+            if decision.source.migration != "any":
+                self.ticket = self.peer.ticket(self.uuid)
         copy = decision.strategy is Strategy.COPY
         if copy:
             capture.arm(self.settings, self.uuid, decision.source.selected)
@@ -188,17 +196,20 @@ class MigrationRun:
         return self.options.flags(PAUSED if decision.strategy is Strategy.COPY else 0)
 
     def _params(self, decision: MigrationDecision) -> dict[str, Any]:
-        """libvirt's parameters; for an opted-in domain, its XML names the destination's
-        wrapper when that differs (hosts may install ncdma at different paths, and libvirt
-        checks <emulator> before any hook runs there)."""
+        """libvirt's parameters; for an opted-in domain, its XML carries the destination's
+        ticket, and names the destination's wrapper when that differs (hosts may install
+        ncdma at different paths, and libvirt checks <emulator> before any hook runs there)."""
         xml = _read_xml_option(self.options.xml)
-        wrapper = (decision.destination or {}).get("wrapper_path")
+        wrapper = str((decision.destination or {}).get("wrapper_path") or "")
         live = xml or self.domain.XMLDesc(_XML_FLAGS)
-        if not decision.source.opted_in or not wrapper \
-                or parse_domain(live.encode()).emulator == wrapper:
+        rewrite = decision.source.opted_in and bool(wrapper) \
+            and parse_domain(live.encode()).emulator != wrapper
+        if not rewrite and self.ticket is None:
             return self.options.params(xml)
-        params = self.options.params(with_emulator(live.encode(), wrapper))
-        if self.options.persistent:
+        moved = with_emulator(live.encode(), wrapper) if rewrite else live
+        params = self.options.params(moved if self.ticket is None
+                                     else with_ticket(moved.encode(), self.ticket))
+        if rewrite and self.options.persistent:
             params["persistent_xml"] = with_emulator(self.domain.XMLDesc(
                 _XML_FLAGS | libvirt.VIR_DOMAIN_XML_INACTIVE).encode(), wrapper)
         return params
