@@ -129,7 +129,10 @@ def main() -> int:
             ("floor: interpreter + imports", [sys.executable, "-c", f"import {FLOOR_MODULES}"],
              plain, None),
             *((f"opted-in domain ({operation})", [str(hook), "d", operation, "begin", "-"],
-               opted_in, 50.0) for operation in OPERATIONS),
+               # a plain migration of a copy domain is refused (no ticket): migrate is timed
+               # accepting one whose owner allows plain migrations
+               opted_in.replace(b"migration='copy'", b"migration='any'")
+               if operation == "migrate" else opted_in, 50.0) for operation in OPERATIONS),
         ]
         print(f"hook: medians of {runs} paired runs (baseline: an empty Python hook)")
         missed = False

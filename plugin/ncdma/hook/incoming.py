@@ -11,7 +11,6 @@ import os
 from ncdma.model.domain import Domain
 from ncdma.model.incoming import TicketState, migrate_refusal, restore_refusal, ticket_needed
 from ncdma.settings import Settings
-from ncdma.store.tickets import redeem
 from ncdma.virt.ticket import ticket_of, without_ticket
 
 
@@ -28,8 +27,11 @@ def incoming_refusal(domain: Domain, data: bytes, operation: str, settings: Sett
     if not ticket_needed(domain.policy):
         return None
     token = ticket_of(data)
-    state = TicketState.ABSENT if token is None else redeem(
-        settings.state_dir, token, domain.uuid, os.uname().nodename, now)
+    if token is None:
+        return migrate_refusal(domain.name, domain.policy, TicketState.ABSENT)
+    from ncdma.store.tickets import redeem  # only a ticket to redeem pays for the store
+
+    state = redeem(settings.state_dir, token, domain.uuid, os.uname().nodename, now)
     return migrate_refusal(domain.name, domain.policy, state)
 
 
