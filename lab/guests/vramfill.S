@@ -7,8 +7,13 @@
  * exiting OK, for a test to compare vram's content. With KVM_MEM_READONLY on the slot every
  * write is an MMIO exit that QEMU completes through its memory API: this guest shows whether
  * vram stays correct, and how fast, under that flag.
+ * GO = 1 replaces the timed wait with a handshake on COM1 (-serial), for hosts whose clock is
+ * too slow to guess a wait (the Intel lab under Bochs): after mapping vram the guest waits for a
+ * byte (the test sends it once the guard has learned the layout), and after the read-back for
+ * another before it exits, so the test sees the VM alive with its slots; it never halts (a
+ * nested guest's halt stalls Bochs), it polls the line status with a spin between reads.
  * Build symbols: BAR_ADDR (0xe0000000), COUNT (16384: 64 KiB), SEED (0x12345678), WAIT (2),
- * HOLD (0). */
+ * HOLD (0), GO (0). */
         .include "guest.inc"
 
         .ifndef BAR_ADDR
@@ -26,6 +31,12 @@
         .ifndef HOLD
         .set HOLD, 0
         .endif
+        .ifndef GO
+        .set GO, 0
+        .endif
+        .set COM1_DATA_PORT, 0x3f8
+        .set COM1_LSR_PORT, 0x3fd       /* line status; bit 0: a byte was received */
+        .set POLL_SPIN, 0x400000        /* guest-only iterations between two reads of COM1 */
         .set VGA_SEQ_INDEX, 0x3c4       /* sequencer: index, then data at +1 */
         .set VGA_GFX_INDEX, 0x3ce       /* graphics controller: index, then data at +1 */
         .set CHAIN4_SEGMENT, 0xa000
@@ -38,8 +49,12 @@ start:
         call pci_select
         mov $PCI_COMMAND_MEMORY, %ax
         outw %ax, %dx                   /* vram mapped */
+        .if GO
+        call wait_byte                  /* until the test says the guard knows the layout */
+        .else
         mov $WAIT, %edi
         call rtc_wait
+        .endif
         mov $VGA_SEQ_INDEX, %dx
         mov $0x0f02, %ax                /* SR2 map mask: all planes */
         outw %ax, %dx
@@ -72,9 +87,27 @@ start:
         .if HOLD
         halt_forever
         .else
+        .if GO
+        call wait_byte                  /* until the test has looked at the live VM */
+        .endif
         guest_exit STATUS_VRAMFILL_OK
         .endif
 3:      guest_exit STATUS_VRAMFILL_BAD
+
+        .if GO
+/* Wait, without halting, for a byte on COM1 and read it. */
+wait_byte:
+        mov $POLL_SPIN, %ecx
+4:      dec %ecx                        /* a wait that stays in the guest (no exit) */
+        jnz 4b
+        mov $COM1_LSR_PORT, %dx
+        inb %dx, %al
+        test $1, %al
+        jz wait_byte
+        mov $COM1_DATA_PORT, %dx
+        inb %dx, %al                    /* consume it: the next wait needs a new byte */
+        ret
+        .endif
 
         .include "rtc.inc"
         .include "pci.inc"

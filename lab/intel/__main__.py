@@ -53,6 +53,9 @@ def run(kernel: str, out: Path | None, timeout: float, steps: str | None) -> Non
     out = out or Path(tempfile.mkdtemp(prefix="lab-intel-", dir="/tmp"))
     done = run_intel(Recipe(variant, source_version(variant)), out, timeout,
                      tuple(steps.split(",")) if steps else None)
+    for seconds, line in done.bochs.marks:
+        if line.startswith("lab-progress "):
+            print(f"wall {seconds:7.1f} s  {line}")
     for step in done.steps.values():
         print(f"--- {step.name}: status {step.status}, guest {step.guest_seconds} s, "
               f"wall {step.wall_seconds} s")

@@ -140,8 +140,10 @@ def run_bochs(iso: Path, run_dir: Path, timeout: float) -> BochsRun:
             if time.monotonic() - started > timeout:
                 os.killpg(bochs.pid, signal.SIGKILL)  # script and the Bochs it started
                 bochs.wait()
+                walls = "\n".join(f"{seconds:7.1f} s  {line}" for seconds, line in marks)
                 raise LabError(f"Bochs ran over {timeout:.0f} s; console ({console}):\n"
-                               f"{tail(console, 30)}\nBochs log ({log}):\n{tail(log, 10)}")
+                               f"{tail(console, 30)}\nBochs log ({log}):\n{tail(log, 10)}\n"
+                               f"wall time of each lab- line:\n{walls}")
             time.sleep(POLL_S)
             lines, seen = _new_marks(console, seen)
             marks += [(round(time.monotonic() - started, 1), line) for line in lines]

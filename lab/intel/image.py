@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lab.errors import LabError
 from lab.intel.pyclosure import REPO, add_python
-from lab.intel.inside import GUESTS_DIR, HOLD, PRELOAD, TOGGLES
+from lab.intel.inside import GUESTS_DIR, PRELOAD
 from lab.intel.tree import Tree, cached_archive
 from lab.kernel.initramfs import BUSYBOX
 from lab.kernel.recipe import CACHE_DIR
@@ -32,8 +32,8 @@ INTEL_CACHE = CACHE_DIR / "intel"
 QEMU = Path("/usr/bin/qemu-system-x86_64")
 EPTPROBE = "/bin/eptprobe"
 # The guests the guarded runs use, with their build symbols (lab/intel/inside.py runs them).
-GUESTS = {"bartoggle": {"TOGGLES": TOGGLES, "HOLD": HOLD}, "hostile": {"STAY": 0},
-          "portio": {"COUNT": 10}, "ramtouch": {"PAGES": 16}}
+GUESTS = {"vramfill": {"GO": 1}, "hostile": {"STAY": 0}, "portio": {"COUNT": 10},
+          "ramtouch": {"PAGES": 16}}
 # The files a QEMU run opens that are not its libraries: modules, option ROMs.
 _OPENED = re.compile(r'openat\(AT_FDCWD, "(/usr/[^"]+)"')
 

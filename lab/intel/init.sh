@@ -40,6 +40,7 @@ step() {
     ept-flag)      ept /bin/eptprobe vm --flag ;;
     ept-quirk-off) ept /bin/eptprobe vm --disable-quirk ;;
     guarded)  ept py -m lab.intel.inside guarded ;;
+    startup)  py -m lab.intel.inside startup ;;
     qemu-plain) ept /usr/bin/qemu-system-x86_64 -machine pc,accel=kvm -m 128 -display none \
                   -nodefaults -device isa-debug-exit,iobase=0x501,iosize=2 \
                   -bios /lab/guests/portio.bin ;;

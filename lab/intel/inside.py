@@ -5,9 +5,9 @@ initramfs at its own path); it prints one JSON document between ``lab-json-begin
 ``lab-json-end`` lines on the console. The guest images were assembled on the host
 (lab/intel/image.py puts them in /lab/guests).
 
-- guarded: QEMU 7.2 wrapped by ncdma (guard service, plan in enforce mode, bars=vram, as
-  lab/guarded.py does without libvirt) runs bartoggle under kvm_intel; the vram slot
-  is created, deleted and re-created with the real flag (lab/kernel/inside.py's run).
+- guarded: QEMU 7.2 wrapped by ncdma in enforce mode with the real flag runs vramfill, which
+  writes vram through a slot the guard tags, and exits; `ncdma status` while it lives; the
+  start-up cost of Python and the guard with ``startup`` (lab/intel/vramrun.py).
 - hostile: the same with the hostile guest, which puts the vram BAR over its RAM, spins,
   and exits.
 - method-vm: QEMU 7.2 wrapped by ncdma with a method vm plan (enforce, require): the
@@ -33,12 +33,11 @@ from ncdma.model.verdict import Mode
 from ncdma.store.status import domain_status
 
 from lab.guarded import guarded_host
-from lab.kernel.inside import ISA_EXIT, GUARDED_TIMEOUT_S, guarded_vram_run, read_journal
+from lab.intel.vramrun import guarded_run, startup_run
+from lab.kernel.inside import GUARDED_TIMEOUT_S, ISA_EXIT, read_journal
 
 GUESTS_DIR = Path("/lab/guests")
 PRELOAD = Path("/lab/preload/libncdma-pat.so")
-TOGGLES = 20  # fewer than under TCG: each toggle is two memslot changes under emulated VMX
-HOLD = 1  # RTC seconds bartoggle keeps vram mapped before re-creating it (busy polling)
 BEGIN, END = "lab-json-begin", "lab-json-end"
 
 
@@ -78,16 +77,21 @@ def method_vm_run(image: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run one scenario and print its report between the markers."""
     parser = argparse.ArgumentParser(prog="python -m lab.intel.inside", description=__doc__)
-    parser.add_argument("scenario", choices=("guarded", "hostile", "method-vm"))
+    parser.add_argument("scenario", choices=("guarded", "startup", "hostile", "method-vm"))
+    parser.add_argument("--guests", type=Path, default=GUESTS_DIR,
+                        help="the guest images (default: where the Intel lab puts them)")
+    parser.add_argument("--mode", choices=("enforce", "audit"), default="enforce",
+                        help="the guarded run's mode (audit: on a kernel without the flag)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     if args.scenario == "guarded":
-        work = Path(tempfile.mkdtemp(prefix="lab-intel-", dir="/tmp"))
-        report = guarded_vram_run(work, GUESTS_DIR / "bartoggle.bin", TOGGLES)
+        report = guarded_run(args.guests, Mode(args.mode))
+    elif args.scenario == "startup":
+        report = startup_run(args.guests, Mode(args.mode))
     elif args.scenario == "method-vm":
-        report = method_vm_run(GUESTS_DIR / "ramtouch.bin")
+        report = method_vm_run(args.guests / "ramtouch.bin")
     else:
-        report = hostile_run(GUESTS_DIR / "hostile.bin")
+        report = hostile_run(args.guests / "hostile.bin")
     report["seconds"] = round(time.monotonic() - started, 1)
     print(BEGIN, json.dumps(report), END, sep="\n", flush=True)
     return 0

@@ -1,8 +1,9 @@
 """One Bochs boot of a lab kernel, and what its console says, step by step.
 
 Steps a run can be asked for (``--steps``) besides the defaults: ``qemu-plain`` (QEMU
-without ncdma running portio, EPT trace on) and ``guarded`` (bartoggle under a guarded
-QEMU, EPT trace on; the nested guest's final halt stalls the Bochs guest, see the README).
+without ncdma running portio, EPT trace on), ``guarded`` (vramfill under QEMU wrapped in
+enforce mode, EPT trace on: the patched kernel's second boot in tests/intel, GUARDED_STEPS)
+and ``startup`` (the start-up cost of Python and the guard: a figure, not a test).
 
 Which steps each kernel runs (init.sh runs them in order):
 - patched: ``ncdma check``, the quirk mask, EPT entries of a plain and a flagged VM, the
@@ -35,8 +36,10 @@ STEPS = {
     Variant.UPSTREAM: ("cpuinfo", "check", "quirks", "ept-plain", "ept-flag", "ept-quirk-off",
                        "qemu-ram", "method-vm"),
 }
+# The patched kernel's second boot (tests/intel): the guarded run takes a Bochs run's time.
+GUARDED_STEPS = ("guarded",)
 # Steps that run QEMU: the QEMU archive goes in only for them (it doubles the initramfs).
-QEMU_STEPS = frozenset({"guarded", "hostile", "qemu-plain", "qemu-ram", "method-vm"})
+QEMU_STEPS = frozenset({"guarded", "startup", "hostile", "qemu-plain", "qemu-ram", "method-vm"})
 TIMEOUT_S = 600.0
 _SPTE = re.compile(r"kvm_mmu_set_spte: gfn ([0-9a-f]+) spte ([0-9a-f]+) .*level (\d+)")
 _END = re.compile(r"^lab-step-end (\S+) (\d+) (\d+)$")

@@ -24,9 +24,13 @@ imports tests/. tests/unit/test_imports.py checks all of it.
 :data:`__version__` comes from git: setuptools_scm writes ``ncdma._version`` at build time.
 """
 
-try:  # written by setuptools_scm when the package is built or installed
-    from ncdma._version import version as __version__
-except ImportError:  # a checkout never installed
-    __version__ = "0+unknown"
-
-__all__ = ["__version__"]
+def __getattr__(name: str) -> str:
+    """``ncdma.__version__``, read on first use: the hook's fast path (a domain without
+    ncdma) loads nothing it does not need."""
+    if name != "__version__":
+        raise AttributeError(f"module 'ncdma' has no attribute {name!r}")
+    try:  # written by setuptools_scm when the package is built or installed
+        from ncdma._version import version
+    except ImportError:  # a checkout never installed
+        return "0+unknown"
+    return str(version)

@@ -20,13 +20,36 @@ reason libvirt shows the operator.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 
 from ncdma.settings import Settings
 
 SYSLOG_SOCKET = "/dev/log"
 _FORMAT = "%(name)s[%(process)d]: %(levelname)s: %(message)s"
+
+
+class ReopeningFileHandler(logging.FileHandler):
+    """A log file reopened once it was moved or removed (logrotate without copytruncate):
+    what logging.handlers.WatchedFileHandler does, without importing logging.handlers (and
+    its socket, pickle and queue) into the hook."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record``, to a new file at the path if the open one is not there."""
+        if self.stream is not None:
+            try:
+                here = os.stat(self.baseFilename)
+                moved = (here.st_dev, here.st_ino) != _identity(self.stream.fileno())
+            except FileNotFoundError:
+                moved = True
+            if moved:
+                self.stream.close()
+                self.stream = self._open()
+        super().emit(record)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
 
 
 def configure_logging(settings: Settings, program: str) -> logging.Logger:
@@ -42,8 +65,11 @@ def configure_logging(settings: Settings, program: str) -> logging.Logger:
         logger.removeHandler(old)
         old.close()
     if settings.syslog and os.path.exists(SYSLOG_SOCKET):
+        # imported here: a host without syslog skips its imports (socket, pickle, queue)
+        from logging.handlers import SysLogHandler
+
         try:
-            handler: logging.Handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+            handler: logging.Handler = SysLogHandler(address=SYSLOG_SOCKET)
             handler.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(handler)
         except OSError:
@@ -51,7 +77,7 @@ def configure_logging(settings: Settings, program: str) -> logging.Logger:
     if settings.log_file is not None:
         try:
             settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.handlers.WatchedFileHandler(settings.log_file, encoding="utf-8")
+            handler = ReopeningFileHandler(settings.log_file, encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
             logger.addHandler(handler)
         except OSError:

@@ -13,6 +13,7 @@ import pytest
 
 from ncdma.cli.docs import subcommands
 from ncdma.cli.main import build_parser
+from ncdma.model.policy import MigrationPolicy
 
 
 def _ncdma(*args: str) -> str:
@@ -37,7 +38,8 @@ def test_bash_completes_subcommands_options_and_choices() -> None:
     assert complete("mi") == ["migrate"]
     assert set(complete("")) >= set(subcommands(build_parser()))
     assert complete("enable", "vm", "--mig") == ["--migration"]
-    assert complete("enable", "vm", "--migration", "") == ["refuse", "skip", "copy"]
+    assert complete("enable", "vm", "--migration", "") == [
+        policy.value for policy in MigrationPolicy]
     assert "--copy-storage-synchronous-writes" in complete("migrate", "vm", "--copy-storage")
     assert complete("peer", "re") == ["receive", "resume"]
 

@@ -10,13 +10,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ncdma.hook import entry as hook
+from ncdma.store.tickets import issue
 from ncdma.virt.domain import parse_domain
+from ncdma.virt.ticket import ticket_of, with_ticket
 
 REPO = Path(__file__).parents[2]
 WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
@@ -147,10 +150,11 @@ def test_started_without_guard_fails_only_when_required(config, installed_hook) 
 
 
 def test_migrate_rewrites_only_a_foreign_wrapper_path(config, installed_hook) -> None:
-    assert run_hook(installed_hook, "migrate", domain_xml()).stdout == b""
-    done = run_hook(installed_hook, "migrate", domain_xml(emulator="/usr/lib/ncdma/ncdma-qemu"))
+    assert run_hook(installed_hook, "migrate", domain_xml("migration='any'")).stdout == b""
+    foreign = domain_xml("migration='any'", emulator="/usr/lib/ncdma/ncdma-qemu")
+    done = run_hook(installed_hook, "migrate", foreign)
     assert done.returncode == 0
-    original = parse_domain(domain_xml(emulator="/usr/lib/ncdma/ncdma-qemu"))
+    original = parse_domain(foreign)
     rewritten = parse_domain(done.stdout)
     assert rewritten.emulator == WRAPPER
     assert (rewritten.name, rewritten.uuid, rewritten.gpus, rewritten.policy) == \
@@ -232,3 +236,105 @@ def test_state_is_keyed_by_uuid_and_a_domain_without_one_is_refused(config,
         not any((config / "state" / "domains").iterdir())
     for operation in ("stopped", "release", "reconnect", "started"):
         assert run_hook(installed_hook, operation, without).returncode == 0
+
+
+def _modules_loaded(operation: str, xml: bytes) -> set[str]:
+    """The modules a hook process has imported by the time it exits (issue 17: the hook's
+    time is mostly imports, so what each path imports is what it costs)."""
+    read, write = os.pipe()
+    report = (f"import atexit, os, sys; atexit.register(lambda: os.write({write}, "
+              f"' '.join(sorted(sys.modules)).encode()))\n")
+    source = (REPO / "hooks/qemu.d/50-ncdma").read_text().split("\n", 1)[1]
+    with subprocess.Popen([sys.executable, "-c", report + source, "vm1", operation, "begin",
+                           "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, pass_fds=(write,)) as process:
+        os.close(write)
+        process.communicate(xml, timeout=30)
+        with os.fdopen(read, "rb") as names:
+            return set(names.read().decode().split())
+
+
+def test_a_domain_without_ncdma_loads_no_more_than_the_entry(config) -> None:
+    loaded = _modules_loaded("prepare", domain_xml(policy=None))
+    assert {name for name in loaded if name.startswith("ncdma")} == {
+        "ncdma", "ncdma.hook", "ncdma.hook.entry", "ncdma.model", "ncdma.model.namespace"}
+    assert not loaded & {"dataclasses", "pathlib", "logging", "lxml", "enum", "signal"}
+
+
+def test_each_operation_imports_only_what_it_needs(config) -> None:
+    """stopped and started read no host probe; no operation loads syslog's handlers on a
+    host without /dev/log, nor the version probes' thread pool."""
+    for operation in ("prepare", "started", "stopped"):
+        loaded = _modules_loaded(operation, domain_xml())
+        assert "ncdma.hook.operations" in loaded, operation  # the opted-in path did run
+        assert not loaded & {"logging.handlers", "concurrent.futures"}, operation
+        probed = {"ncdma.host.report", "ncdma.kvm.probe"} <= loaded
+        assert probed == (operation == "prepare"), operation
+
+
+def _ticket(config: Path, uuid: str = UUID, now: float | None = None) -> str:
+    """A ticket issued in the hook's state directory, as `ncdma peer ticket` issues it."""
+    return issue(config / "state", uuid, os.uname().nodename,
+                 time.time() if now is None else now).token
+
+
+def _refused_plainly(done: subprocess.CompletedProcess[bytes], policy: str) -> str:
+    line = done.stderr.decode()
+    assert done.returncode == 1 and line.count("\n") == 1, line
+    assert line.startswith("ncdma: refusing the incoming migration of vm1: its policy is "
+                           f"migration='{policy}'") and "`ncdma migrate vm1" in line
+    return line
+
+
+@pytest.mark.parametrize("policy", ["migration='refuse'", "migration='copy'",
+                                    "migration='skip'", "", "migration='skip' bars='hostmem,vram'"])
+def test_a_plain_incoming_migration_is_refused_by_every_policy_but_any(
+        config, installed_hook, policy) -> None:
+    done = run_hook(installed_hook, "migrate", domain_xml(policy))
+    line = _refused_plainly(done, policy.partition("migration='")[2].partition("'")[0] or "refuse")
+    assert "was not started by `ncdma migrate`" in line and "--migration any" in line
+
+
+@pytest.mark.parametrize("policy", ["migration='any'", "migration='skip' bars='hostmem'",
+                                    "mode='off'"])
+def test_a_plain_incoming_migration_goes_ahead_where_it_cannot_break_the_policy(
+        config, installed_hook, policy) -> None:
+    done = run_hook(installed_hook, "migrate", domain_xml(policy))
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_a_ticket_is_accepted_once_and_stripped_from_the_xml_libvirt_keeps(
+        config, installed_hook) -> None:
+    ticketed = with_ticket(domain_xml("migration='copy'"), _ticket(config)).encode()
+    done = run_hook(installed_hook, "migrate", ticketed)
+    assert done.returncode == 0, done.stderr
+    assert ticket_of(done.stdout) is None and parse_domain(done.stdout) == parse_domain(ticketed)
+    assert "already used" in _refused_plainly(run_hook(installed_hook, "migrate", ticketed),
+                                              "copy")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda config: _ticket(config, now=time.time() - 3600), "an expired ncdma ticket"),
+    (lambda config: _ticket(config, uuid="0b7e2a4c-0000-4d7a-9a51-0c3b6f1e2d44"),
+     "issued for another domain"),
+    (lambda config: "0" * 64, "unknown to this host"),
+    (lambda config: "../../ticket", "a malformed ncdma ticket"),
+])
+def test_expired_foreign_and_forged_tickets_are_refused(config, installed_hook, make,
+                                                        words) -> None:
+    ticketed = with_ticket(domain_xml("migration='refuse'"), make(config)).encode()
+    assert words in _refused_plainly(run_hook(installed_hook, "migrate", ticketed), "refuse")
+
+
+@pytest.mark.parametrize("policy, allowed", [
+    ("migration='any'", True), ("migration='skip' bars='hostmem'", True),
+    ("migration='skip'", False), ("migration='copy'", False), ("migration='refuse'", False)])
+def test_restore_is_allowed_exactly_where_a_plain_migration_is(config, installed_hook, policy,
+                                                               allowed) -> None:
+    done = run_hook(installed_hook, "restore", domain_xml(policy))
+    if allowed:
+        assert (done.returncode, done.stderr) == (0, b"")
+        return
+    line = done.stderr.decode()
+    assert done.returncode == 1 and line.startswith("ncdma: refusing to restore vm1: its policy")
+    assert "virsh start --force-boot vm1" in line and line.count("\n") == 1

@@ -135,3 +135,10 @@ def test_the_decision_reads_the_record_not_its_words() -> None:
                           SlotOwner(OwnerKind.HOSTMEM, "vram (gpu)", 4, "x vram (y)"), True)
     decision = decide_migration(source("skip", misleading), READY, OPTIONS)
     assert isinstance(decision, MigrationDecision) and decision.strategy is Strategy.SKIP
+
+
+def test_any_migrates_plainly_and_says_what_that_means_for_the_tagged_slots() -> None:
+    decision = decide_migration(source("any", VRAM, BLOB), READY, OPTIONS)
+    assert isinstance(decision, MigrationDecision) and decision.strategy is Strategy.PLAIN
+    [note] = [note for note in decision.notes if "migration='any'" in note]
+    assert "not verified" in note and "2 tagged slot(s)" in note

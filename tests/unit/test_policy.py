@@ -44,7 +44,7 @@ def test_every_attribute() -> None:
 @pytest.mark.parametrize("attributes, named, allowed", [
     ({"mode": "enforced"}, "'mode'", "enforce, audit, off"),
     ({"require": "true"}, "'require'", "yes, no"),
-    ({"migration": "live"}, "'migration'", "refuse, skip, copy"),
+    ({"migration": "live"}, "'migration'", "refuse, skip, copy, any"),
     ({"bars": "vram,vram"}, "'bars'", "hostmem, vram"),
     ({"bars": ""}, "'bars'", "hostmem, vram"),
     ({"emulator": "qemu"}, "'emulator'", "absolute path"),
@@ -58,7 +58,7 @@ def test_errors_name_the_attribute_and_the_allowed_values(attributes, named, all
 
 
 _VALUES = st.one_of(
-    st.sampled_from(["enforce", "audit", "off", "yes", "no", "refuse", "skip", "copy",
+    st.sampled_from(["enforce", "audit", "off", "yes", "no", "refuse", "skip", "copy", "any",
                      "hostmem", "vram", "hostmem,vram", "vram,hostmem", "/usr/bin/qemu",
                      "", "x" * 5000, "/a b", "hostmem,", "ENFORCE", "slot", "vm", "auto",
                      "VM"]),

@@ -207,6 +207,9 @@ def run_peer(args: argparse.Namespace) -> int:
     if args.operation == "resume":
         print(json.dumps(peer.resume(args.uuid)))
         return EXIT_OK
+    if args.operation == "ticket":
+        print(json.dumps(peer.ticket(settings, args.uuid)))
+        return EXIT_OK
     print(json.dumps(peer.receive(settings, args.uuid, sys.stdin.buffer)))
     return EXIT_OK
 
@@ -275,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("--require", choices=["yes", "no"],
                         help="yes: refuse to start where the mode cannot be honored (default no)")
     enable.add_argument("--migration", choices=[m.value for m in MigrationPolicy],
-                        help="what `ncdma migrate` does with tagged slots (default refuse)")
+                        help="what a migration may do with tagged slots (default refuse; "
+                             "any: accept plain libvirt migrations and restores, unverified)")
     enable.add_argument("--bars", metavar="LIST", type=bars_argument,
                         help=f"BARs to tag, comma-separated from {', '.join(b.value for b in Bar)}"
                              " (default hostmem)")
@@ -340,12 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the destination's side of `ncdma migrate` (run by it over SSH)",
         "Answer a migrating source: 'preflight' prints this host's readiness as JSON; "
         "'receive UUID' writes the tagged slots streamed on stdin into the incoming domain's "
-        "memory, cache-flushed, and prints their checksums; 'resume UUID' resumes the paused "
-        "incoming domain (--p2p). Its answers are JSON with or without --json.")
-    peer.add_argument("operation", choices=["preflight", "receive", "lock", "resume"])
+        "memory, cache-flushed, and prints their checksums; 'ticket UUID' issues the one-time "
+        "ticket this host's migrate hook asks of the incoming domain, and prints it; 'resume "
+        "UUID' resumes the paused incoming domain (--p2p). Its answers are JSON with or "
+        "without --json.")
+    peer.add_argument("operation", choices=["preflight", "receive", "lock", "ticket", "resume"])
     peer.add_argument("uuid", nargs="?", metavar="UUID",
-                      help="the incoming domain (receive; resume: the paused one; lock: held "
-                           "until stdin closes)")
+                      help="the incoming domain (receive, ticket; resume: the paused one; lock: "
+                           "held until stdin closes)")
 
     completion = _command(
         commands, "completion", run_completion, "print the shell completion script",

@@ -31,7 +31,10 @@ def status_text(status: DomainStatus) -> str:
              f"mode: {plan.mode_text} (requested {plan.requested.value}, "
              f"require {'yes' if plan.require else 'no'}, bars {','.join(plan.bars)}, "
              f"flag {plan.flag:#x})",
-             f"method: {plan.method.value} (requested {plan.requested_method.value})"]
+             f"method: {plan.method.value} (requested {plan.requested_method.value})",
+             f"migration: {plan.migration}" + (
+                 " (plain libvirt migrations and restores accepted, tagged content unverified)"
+                 if plan.migration == "any" else "")]
     lines.extend(f"  why: {reason}" for reason in plan.reasons)
     guard = "alive" if status.guard_alive else "NOT running"
     lines.append(f"guard: {guard}" + (f" (pid {status.guard_pid})" if status.guard_pid else ""))

@@ -7,13 +7,15 @@ removes the file (the fault fires once) and SIGKILLs itself, exactly as a crash 
 Points: ``after-answer:tag`` (a slot was tagged and its ioctl answered) and
 ``after-answer:untag`` (a tagged slot's delete was answered) kill the guard once;
 ``guard-start`` makes every guard taking over from a dead one fail at its start (a guard
-that cannot come back), until the test removes the file.
+that cannot come back), until the test removes the file. ``capture:slow`` makes the next
+capture at QEMU's exit slow, once: it sleeps past the capture's deadline before reading.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 ENVIRONMENT = "NCDMA_FAULT_FILE"
@@ -40,9 +42,20 @@ class Faults:
         except OSError:
             return False
 
+    def _fire(self, point: str) -> bool:
+        """True, once, if a test armed ``point`` (the file is removed)."""
+        if not self.armed(point):
+            return False
+        assert self.path is not None
+        self.path.unlink(missing_ok=True)
+        return True
+
     def reached(self, point: str) -> None:
         """Die here (SIGKILL), once, if a test armed ``point``."""
-        if self.armed(point):
-            assert self.path is not None
-            self.path.unlink(missing_ok=True)
+        if self._fire(point):
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def slow(self, point: str, until: float) -> None:
+        """Sleep until ``until`` (monotonic), once, if a test armed ``point``."""
+        if self._fire(point):
+            time.sleep(max(0.0, until - time.monotonic()))

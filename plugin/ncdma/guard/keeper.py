@@ -34,7 +34,7 @@ import signal
 import time
 from dataclasses import replace
 
-from ncdma.guard.capture import capture_at_exit
+from ncdma.guard.capture import not_captured
 from ncdma.guard.heartbeat import Heartbeat
 from ncdma.guard.task import Guard, GuardTask, run_guard
 from ncdma.errors import SeccompError
@@ -174,8 +174,8 @@ class Keeper:
             os.kill(self.task.qemu_pid, signal.SIGTERM)
         directory = self.settings.domain_dir(self.task.uuid)
         guard = Guard(self.task.listener, self.task.qemu_pid, plan, directory, self.log, None,
-                      lambda deadline: capture_at_exit(self.settings, plan.uuid,
-                                                       self.task.qemu_pid, self.log, deadline))
+                      lambda _deadline: not_captured(self.settings, plan.uuid, self.log,
+                                                     "no guard could run at QEMU's exit"))
         guard.take_over()
         guard.serve()
         return 0

@@ -452,7 +452,7 @@ def _serve(task: GuardTask, settings: Settings, log: logging.Logger,
     watcher = LayoutWatcher(directory, log, settings.hook_timeout, task.qemu_pid)
     guard = Guard(task.listener, task.qemu_pid, plan, directory, log, watcher,
                   lambda deadline: capture_at_exit(settings, plan.uuid, task.qemu_pid, log,
-                                                   deadline), faults, heartbeat)
+                                                   deadline, faults), faults, heartbeat)
     if task.recovering:
         guard.take_over()
     watcher.start()

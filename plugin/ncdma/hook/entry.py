@@ -14,19 +14,19 @@ module keeps (libvirt's hook documentation, FACTS.md):
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Sequence
-from types import FrameType
-from typing import TYPE_CHECKING
 
-from ncdma.errors import HookTimeout, NcdmaError
-from ncdma.hook.outcome import HookOutcome
-from ncdma.model.policy import NAMESPACE
+from ncdma.model.namespace import NAMESPACE
 
+# The hook runs for every domain and operation, most of them none of ncdma's business:
+# this module imports nothing else at load time (a domain without ncdma costs an
+# interpreter start, stdin and one substring search); the rest is imported in run().
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Sequence
 
+    from ncdma.hook.outcome import HookOutcome
     from ncdma.settings import Settings
 
 NEVER_FAIL = frozenset({"reconnect", "stopped", "release"})
@@ -35,17 +35,26 @@ HANDLED = frozenset({"prepare", "start", "started", "migrate", "restore"}) | NEV
 _OPT_IN_MARKER = NAMESPACE.encode()
 
 
+def passes_untouched(argv: Sequence[str], data: bytes) -> bool:
+    """True when libvirt's call (``argv`` without the program name, stdin ``data``) is
+    none of ncdma's business: an operation ncdma does not handle, or a domain whose XML
+    does not mention ncdma's namespace."""
+    return len(argv) >= 2 and (argv[1] not in HANDLED or _OPT_IN_MARKER not in data)
 
 
 def run(argv: Sequence[str], data: bytes) -> HookOutcome:
     """Run the hook for libvirt's ``argv`` (without the program name) and stdin ``data``."""
+    import signal
+
+    from ncdma.errors import HookTimeout, NcdmaError
+    from ncdma.hook.outcome import HookOutcome
+
     if len(argv) < 2:
         return HookOutcome(2, stderr="usage: HOOK DOMAIN OPERATION SUB-OPERATION EXTRA "
                                      "(libvirt runs this; domain XML on stdin)")
-    domain_name, operation = argv[0], argv[1]
-    if operation not in HANDLED or _OPT_IN_MARKER not in data:
+    if passes_untouched(argv, data):
         return HookOutcome()
-    # Imported here, past the opt-in check: a domain without ncdma pays for none of it.
+    domain_name, operation = argv[0], argv[1]
     import logging
 
     from ncdma.hook.operations import handle
@@ -58,7 +67,7 @@ def run(argv: Sequence[str], data: bytes) -> HookOutcome:
     try:
         settings = load_settings()
         log = configure_logging(settings, "hook")
-        def _raise_timeout(signum: int, frame: FrameType | None) -> None:
+        def _raise_timeout(signum: int, frame: object) -> None:
             raise HookTimeout("the hook ran out of time",
                               f"raise hook_timeout in {settings.source}", operation,
                               settings.hook_timeout)
@@ -94,8 +103,11 @@ def _count_refusal(settings: Settings, operation: str, log: logging.Logger) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of hooks/qemu.d/50-ncdma: stdin in, one outcome out."""
+    args = sys.argv[1:] if argv is None else argv
     data = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-    outcome = run(sys.argv[1:] if argv is None else argv, data)
+    if passes_untouched(args, data):
+        return 0
+    outcome = run(args, data)
     if outcome.stdout:
         sys.stdout.write(outcome.stdout)
     if outcome.stderr:

@@ -7,25 +7,28 @@ ncdma costs the hook no more than an interpreter start.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ncdma.errors import DomainXmlError
 from ncdma.hook.outcome import HookOutcome
-from ncdma.host.report import gather_host_report
-from ncdma.host.versions import qemu_has_aux_ram_share
-from ncdma.model.domain import Domain
-from ncdma.model.plan import Plan, StartRefusal, decide_plan
-from ncdma.model.verdict import Mode, Verdict, decide_mode
-from ncdma.settings import Settings
-from ncdma.store.state import guard_pid, read_plan, remove_domain_state, write_plan
-from ncdma.virt.domain import parse_domain, with_emulator
-from ncdma.virt import apparmor
-from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
+from ncdma.model.verdict import Mode
+from ncdma.virt.domain import parse_domain
+
+# Each operation imports what only it needs (the host probe, the plan, AppArmor, the QEMU
+# user): libvirt waits on every hook run, and imports are most of a run's time.
+if TYPE_CHECKING:
+    from ncdma.model.domain import Domain
+    from ncdma.model.plan import Plan
+    from ncdma.model.verdict import Verdict
+    from ncdma.settings import Settings
 
 RECEIVING = {"migrate": "accept the incoming migration of", "restore": "restore"}
 
 
 def _host_verdict(settings: Settings) -> Verdict:
+    from ncdma.host.report import gather_host_report
+    from ncdma.model.verdict import decide_mode
+
     return decide_mode(gather_host_report(settings.flag), settings.stand_in)
 
 
@@ -44,10 +47,23 @@ def _device_ram_shareable(plan: Plan, settings: Settings) -> tuple[bool, str]:
                        f"emulator {plan.emulator} is not this host's configured QEMU "
                        f"{settings.qemu} (the only one the hook inspects): set qemu in "
                        f"{settings.source} or the domain's emulator")
+    from ncdma.host.versions import qemu_has_aux_ram_share
+
     return qemu_has_aux_ram_share(str(settings.qemu)), ""
 
 
 def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    from dataclasses import replace
+
+    from ncdma.hook.managedsave import managed_save_refusal
+    from ncdma.model.plan import StartRefusal, decide_plan
+    from ncdma.store.state import write_plan
+    from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
+
+    restoring = managed_save_refusal(domain)
+    if restoring is not None:
+        log.error("%s", restoring)
+        return HookOutcome(1, stderr=restoring)
     decision = decide_plan(domain, _host_verdict(settings), settings)
     if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
@@ -86,6 +102,9 @@ def _log_plan(log: logging.Logger, plan: Plan, what: str) -> None:
 
 def _start(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
     """After libvirt's labelling, before QEMU: the domain's own AppArmor rules, if any."""
+    from ncdma.store.state import read_plan
+    from ncdma.virt import apparmor
+
     plan = read_plan(settings, _state_key(domain))
     if plan is None or plan.mode is Mode.NONE or not apparmor.enforced():
         return HookOutcome()
@@ -97,6 +116,8 @@ def _start(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutco
 
 
 def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    from ncdma.store.state import guard_pid, read_plan
+
     plan = read_plan(settings, _state_key(domain))
     if plan is None or plan.mode is Mode.NONE:
         return HookOutcome()
@@ -114,18 +135,34 @@ def _started(domain: Domain, settings: Settings, log: logging.Logger) -> HookOut
 
 def _receive(domain: Domain, data: bytes, operation: str, settings: Settings,
              log: logging.Logger) -> HookOutcome:
+    import time
+
+    from ncdma.hook.incoming import incoming_refusal, ticket_stripped
+    from ncdma.model.plan import StartRefusal, decide_plan
+    from ncdma.virt.domain import with_emulator
+
     decision = decide_plan(domain, _host_verdict(settings), settings, RECEIVING[operation])
     if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)
         return HookOutcome(1, stderr=decision.reason)
+    refusal = incoming_refusal(domain, data, operation, settings, time.time())
+    if refusal is not None:
+        log.error("%s", refusal)
+        return HookOutcome(1, stderr=refusal)
+    stripped = ticket_stripped(data)
+    assert domain.policy is not None
+    log.info("%s: %s allowed by its policy migration='%s'", domain.name, operation,
+             domain.policy.migration.value)
     if decision is None or domain.emulator == str(settings.wrapper):
-        return HookOutcome()
+        return HookOutcome(stdout=stripped.decode() if stripped is not None else "")
     log.info("%s: %s with <emulator> rewritten to this host's wrapper %s", domain.name,
              operation, settings.wrapper)
-    return HookOutcome(stdout=with_emulator(data, str(settings.wrapper)))
+    return HookOutcome(stdout=with_emulator(stripped or data, str(settings.wrapper)))
 
 
 def _reconnect(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
+    from ncdma.store.state import read_plan
+
     plan = read_plan(settings, _state_key(domain))
     host = _host_verdict(settings)
     if plan is None:
@@ -158,5 +195,7 @@ def handle(operation: str, data: bytes, settings: Settings, log: logging.Logger)
     if operation == "reconnect":
         return _reconnect(domain, settings, log)
     if operation in ("stopped", "release"):
+        from ncdma.store.state import remove_domain_state
+
         remove_domain_state(settings, _state_key(domain))
     return HookOutcome()

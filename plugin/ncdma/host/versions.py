@@ -6,7 +6,6 @@ import mmap
 import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 QEMU_PROGRAMS = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
 LIBVIRT_PROGRAMS = ("libvirtd", "virtqemud")
@@ -32,6 +31,9 @@ def program_version(candidates: tuple[str, ...]) -> str | None:
 
 def qemu_and_libvirt_versions() -> tuple[str | None, str | None]:
     """QEMU's and libvirt's versions, asked in parallel (each program takes tens of ms)."""
+    # Imported here: the hook imports this module for qemu_has_aux_ram_share only.
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=2) as pool:
         qemu = pool.submit(program_version, QEMU_PROGRAMS)
         libvirt = pool.submit(program_version, LIBVIRT_PROGRAMS)

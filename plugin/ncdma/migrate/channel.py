@@ -25,6 +25,7 @@ CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@opens
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_TOKEN = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -207,3 +208,16 @@ class Peer:
         """Send the captured slots to the destination's ``ncdma peer receive``; the answer
         holds the checksums and the domain's status there (as `ncdma status --json`)."""
         return self._run(["peer", "receive", uuid], stream)
+
+    def ticket(self, uuid: str) -> str:
+        """A one-time ticket from the destination's ``ncdma peer ticket`` for domain
+        ``uuid``: its ``migrate`` hook accepts the domain only with it.
+
+        :raise PeerError: When the destination gives none.
+        """
+        token = self._run(["peer", "ticket", uuid]).get("ticket")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise PeerError(f"{self.target.host}: `ncdma peer ticket` gave no ticket",
+                            "is the same ncdma version installed there?", self.target.host,
+                            "peer ticket")
+        return token

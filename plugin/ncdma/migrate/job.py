@@ -160,7 +160,8 @@ class MigrationJob:
             raise OutcomeUnknown(
                 f"libvirt's migration call did not return within {SETTLE_S:.0f} s of the abort: "
                 f"where the VM runs is unknown", "look with `virsh domjobinfo` and `virsh list` "
-                "on both hosts; the captured slots, if any, are kept")
+                "on both hosts; the captured slots, if any, are kept: if it is left paused on "
+                f"the destination, `ncdma migrate --finish {self.domain.name()}` completes it")
         if self.error is None:
             return True
         self.resume_source()

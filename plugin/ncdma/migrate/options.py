@@ -181,6 +181,7 @@ class MigrateOptions:
     verbose: bool = False
     json: bool = False
     dry_run: bool = False
+    finish: bool = False
     remote_ncdma: str = "/usr/local/libexec/ncdma/ncdma"
     # every other virsh option given: its name (as in FLAG_OPTIONS / PARAM_OPTIONS) -> value
     more: Mapping[str, Any] = field(default_factory=dict)
@@ -194,7 +195,8 @@ class MigrateOptions:
         own = {name for name in cls.__dataclass_fields__ if name != "more"}
         values = {name: getattr(args, name) for name in own if hasattr(args, name)}
         values["domain"] = _one(args, "domain")
-        values["desturi"] = _one(args, "desturi")
+        # --finish: the migration's own destination unless one is given
+        values["desturi"] = _one(args, "desturi", optional=bool(getattr(args, "finish", False)))
         given = {name: getattr(args, _dest(name)) for name in (*FLAG_OPTIONS, *PARAM_OPTIONS)
                  if _dest(name) not in own}
         # `is`: --bandwidth 0 is a value (no limit), not an option left out
@@ -254,10 +256,18 @@ class MigrateOptions:
         return params
 
 
-def _one(args: argparse.Namespace, name: str) -> str:
+def _one(args: argparse.Namespace, name: str, optional: bool = False) -> str:
+    """The value of an argument virsh takes as positional or as --NAME ("" when optional
+    and not given)."""
     positional, option = getattr(args, name), getattr(args, f"{name}_option")
-    if (positional is None) == (option is None):
-        raise UsageError(f"give {name.upper()} once: as an argument or as --{name}")
+    if positional is None and option is None:
+        if optional:
+            return ""
+        raise UsageError(f"{name.upper()} is missing", f"give it as an argument or as "
+                         f"--{name}" + (" (only --finish works without one)"
+                                        if name == "desturi" else ""))
+    if positional is not None and option is not None:
+        raise UsageError(f"{name.upper()} given twice: as an argument and as --{name}")
     return str(positional if positional is not None else option)
 
 
@@ -304,5 +314,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="print a JSON summary (phases, downtime, bytes, every tagged slot)")
     own.add_argument("--dry-run", action="store_true",
                      help="print what would be done, change nothing")
+    own.add_argument("--finish", action="store_true",
+                     help="complete a copy migration that left DOMAIN paused on its "
+                          "destination, from the capture kept on this host: checksums checked, "
+                          "slots written there, tags checked, then resumed (DESTURI: the "
+                          "migration's own unless given)")
     own.add_argument("--remote-ncdma", default=MigrateOptions.remote_ncdma, metavar="PATH",
                      help="ncdma on the destination, run over SSH (default %(default)s)")

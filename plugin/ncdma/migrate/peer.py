@@ -1,7 +1,9 @@
 """The destination's side of `ncdma migrate`: ``ncdma peer ...``, run over SSH by the source.
 
 ``preflight`` answers whether this host can honor a migrating domain's policy (ncdma,
-its hook and guard service installed, the probe's mode, QEMU's version). ``lock`` holds
+its hook and guard service installed, the probe's mode, QEMU's version). ``ticket``
+issues the one-time ticket this host's ``migrate`` hook will ask of the incoming domain
+(:mod:`ncdma.store.tickets`). ``lock`` holds
 the domain's migration lock here (:mod:`ncdma.migrate.lock`) until its stdin closes: one
 `ncdma migrate` per domain at a time on the destination too. ``receive``
 writes the tagged slots' content, read on the source, into the incoming QEMU's memory
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import libvirt
 
 from ncdma import __version__
-from ncdma.errors import DomainStateError, TransferError
+from ncdma.errors import DomainStateError, TransferError, UsageError
 from ncdma.migrate.lock import acquire
 from ncdma.host.report import gather_host_report
 from ncdma.host.versions import QEMU_PROGRAMS, program_version, qemu_has_aux_ram_share
@@ -36,11 +40,13 @@ from ncdma.model.verdict import decide_mode
 from ncdma.settings import Settings
 from ncdma.store.journal import SavedJournal, read_journal
 from ncdma.store.status import domain_status, status_json
+from ncdma.store.tickets import issue
 from ncdma.virt.connect import libvirt_error
 
 HOOK_PATH = Path("/etc/libvirt/hooks/qemu.d/50-ncdma")
 PEER_SCHEMA_VERSION = 1
 _MAX_HEADER = 1 << 20
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def preflight(settings: Settings) -> dict[str, Any]:
@@ -175,3 +181,16 @@ def hold_lock(settings: Settings, uuid: str, stdin: BinaryIO, stdout: TextIO) ->
     finally:
         os.close(descriptor)
     return 0
+
+
+def ticket(settings: Settings, uuid: str) -> dict[str, Any]:
+    """A one-time ticket for domain ``uuid`` migrating to this host.
+
+    :raise UsageError: When ``uuid`` is not a UUID.
+    """
+    if not _UUID.fullmatch(uuid.lower()):
+        raise UsageError(f"peer ticket: {uuid[:40]!r} is not a domain UUID")
+    host = os.uname().nodename
+    issued = issue(settings.state_dir, uuid.lower(), host, time.time())
+    return {"schema_version": PEER_SCHEMA_VERSION, "ticket": issued.token,
+            "expires": issued.expires, "host": host}

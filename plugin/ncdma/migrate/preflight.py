@@ -128,6 +128,11 @@ def decide_migration(source: SourceFacts, destination: dict[str, Any] | None,
         return MigrationRefusal(f"{refuse}: --offline moves only its definition, and it runs "
                                 f"with {count}. Migrate it live (drop --offline), or shut it "
                                 f"down first")
+    if source.migration == "any":
+        return MigrationDecision(Strategy.PLAIN, source, destination, (
+            *source.notes, f"migration='any': carried as QEMU's stream carries them, not "
+                           f"verified (vram as read through the caches, hostmem blobs not at "
+                           f"all): {count}"))
     if source.migration == "refuse":
         return MigrationRefusal(f"{refuse}: its policy is migration='refuse' and it has "
                                 f"{count}. Set migration='copy' (`ncdma enable {source.domain} "

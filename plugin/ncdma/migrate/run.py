@@ -8,7 +8,8 @@ receive``, which writes them (caches flushed) and checksums them; the destinatio
 --suspend). Up to libvirt's switchover any failure leaves the source running with its
 tags (libvirt rolls the migration back). After it, the source is gone: a failure then
 leaves the destination paused, never resumed with stale slots, and keeps the captured
-content on this host.
+content on this host, from which `ncdma migrate --finish` completes the migration
+(:mod:`ncdma.migrate.finish`): the same last phases (tagged slots, verify, switchover).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import libvirt
 
 from ncdma.errors import MigrationFailed, MigrationRefused, PeerError, UsageError
 from ncdma.migrate.channel import Peer, SshTarget
+from ncdma.migrate.finish import kept_capture
 from ncdma.migrate.interrupts import Interrupts
 from ncdma.migrate.job import MigrationJob, Steering
 from ncdma.migrate.lock import acquire
@@ -40,8 +43,11 @@ from ncdma.store.journal import journal_from_json
 from ncdma.virt.connect import libvirt_error
 from ncdma.virt.domain import parse_domain, with_emulator
 from ncdma.virt.lookup import lookup_domain
+from ncdma.virt.ticket import with_ticket
 
 _CAPTURE_WAIT_S = 15.0
+_STATES = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+           libvirt.VIR_DOMAIN_CRASHED: "crashed"}
 # the definition as libvirt migrates it, passwords included (virsh's --xml files have them)
 _XML_FLAGS = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
 
@@ -74,9 +80,12 @@ def preflight(options: MigrateOptions, settings: Settings, domain: libvirt.virDo
 
     :raise MigrationRefused: With the reason and what to change.
     """
-    if not domain.isActive() and not options.offline:
+    if not domain.isActive():
         raise MigrationRefused(f"{options.domain} is not running",
-                               "start it, or migrate its definition with --offline")
+                               "start it; to move its definition, `virsh dumpxml --inactive "
+                               "--security-info` it here and `virsh define` it there (the "
+                               "destination refuses a plain `virsh migrate --offline` unless "
+                               "its policy accepts plain migrations)")
     source = gather_source(settings, domain.name(), domain.UUIDString(), domain.XMLDesc())
     destination = peer.preflight() if source.opted_in else None
     decision = decide_migration(source, destination, options)
@@ -102,16 +111,25 @@ class MigrationRun:
         self.conn = conn
         self.display = display
         require_local_source(conn, os.uname().nodename)
-        self.domain = lookup_domain(conn, options.domain)
-        self.uuid = self.domain.UUIDString()
+        self.captured: dict[str, Any] = {}
+        if options.finish:  # the domain is no longer here: the kept capture names it
+            kept, self.captured = kept_capture(settings, options.domain)
+            self.options = options = replace(options, desturi=options.desturi or kept.desturi,
+                                             remote_ncdma=kept.remote_ncdma)
+            self.uuid, name = kept.uuid, kept.domain
+        else:
+            self.domain = lookup_domain(conn, options.domain)
+            self.uuid, name = self.domain.UUIDString(), self.domain.name()
         self.peer = Peer(SshTarget.from_uri(options.desturi), options.remote_ncdma,
                          settings.state_dir / "ssh")
-        self.summary = Summary(self.domain.name(), options.desturi)
+        self.summary = Summary(name, options.desturi)
         self.memory_done = 0.0
         # the destination's ncdma found the domain paused when it wrote the slots (--p2p:
         # no libvirt connection to the destination to ask)
         self.paused_at_receive: bool | None = None
         self.dconn: Future[libvirt.virConnect] | None = None
+        # the destination's one-time ticket, carried in the XML its migrate hook gets
+        self.ticket: str | None = None
         self.interrupts = Interrupts()
 
     def _phase(self, name: str, detail: str = "") -> None:
@@ -125,9 +143,11 @@ class MigrationRun:
         try:
             with ThreadPoolExecutor(max_workers=1) as pool, self.interrupts.installed():
                 # the destination's libvirt connection opens while the preflight runs
-                # (--p2p, --direct: the source's libvirt opens it, as with virsh: never here)
-                self.dconn = None if self.options.source_opens_destination else \
-                    pool.submit(libvirt.open, self.options.desturi)
+                # (--p2p, --direct: the source's libvirt opens it, as with virsh: never here;
+                # --finish is ncdma's own: it needs the destination)
+                self.dconn = None if self.options.source_opens_destination \
+                    and not self.options.finish else pool.submit(libvirt.open,
+                                                                 self.options.desturi)
                 try:
                     return self._run()
                 finally:
@@ -137,6 +157,8 @@ class MigrationRun:
                 os.close(lock)
 
     def _run(self) -> Summary:
+        if self.options.finish:
+            return self._finish()
         self._phase("preflight")
         decision = preflight(self.options, self.settings, self.domain, self.peer)
         self.summary.strategy = decision.strategy.value
@@ -154,12 +176,16 @@ class MigrationRun:
             return self.summary
         if decision.source.opted_in:
             self.peer.lock(self.uuid)
+            if decision.source.migration != "any":
+                self.ticket = self.peer.ticket(self.uuid)
         copy = decision.strategy is Strategy.COPY
         if copy:
             capture.arm(self.settings, self.uuid, decision.source.selected)
+            capture.remember(self.settings, capture.KeptMigration(
+                self.uuid, self.summary.domain, self.options.desturi, self.options.remote_ncdma))
         destination = self._memory(decision)
-        status = self._copy_slots(decision) if copy else None
-        self._verify(destination, decision, status)
+        status = self._copy_slots() if copy else None
+        self._verify(destination, decision.source.opted_in, copy, status)
         self._switchover(destination, copy)
         self.summary.outcome = "migrated"
         return self.summary
@@ -168,19 +194,23 @@ class MigrationRun:
         return self.options.flags(PAUSED if decision.strategy is Strategy.COPY else 0)
 
     def _params(self, decision: MigrationDecision) -> dict[str, Any]:
-        """libvirt's parameters; for an opted-in domain, its XML names the destination's
-        wrapper when that differs (hosts may install ncdma at different paths, and libvirt
-        checks <emulator> before any hook runs there)."""
+        """libvirt's parameters; for an opted-in domain, its XML carries the destination's
+        ticket, and names the destination's wrapper when that differs (hosts may install
+        ncdma at different paths, and libvirt checks <emulator> before any hook runs there)."""
         xml = _read_xml_option("--xml", self.options.xml)
         persistent = _read_xml_option("--persistent-xml", self.options.persistent_xml)
-        wrapper = (decision.destination or {}).get("wrapper_path")
+        wrapper = str((decision.destination or {}).get("wrapper_path") or "")
         live = xml or self.domain.XMLDesc(_XML_FLAGS)
-        if not decision.source.opted_in or not wrapper \
-                or parse_domain(live.encode()).emulator == wrapper:
+        rewrite = decision.source.opted_in and bool(wrapper) \
+            and parse_domain(live.encode()).emulator != wrapper
+        if not rewrite and self.ticket is None:
             return self.options.params(xml, persistent)
-        params = self.options.params(with_emulator(live.encode(), wrapper),
-                                     persistent and with_emulator(persistent.encode(), wrapper))
-        if self.options.persistent and persistent is None:
+        moved = with_emulator(live.encode(), wrapper) if rewrite else live
+        if rewrite and persistent is not None:
+            persistent = with_emulator(persistent.encode(), wrapper)
+        params = self.options.params(moved if self.ticket is None
+                                     else with_ticket(moved.encode(), self.ticket), persistent)
+        if rewrite and self.options.persistent and persistent is None:
             params["persistent_xml"] = with_emulator(self.domain.XMLDesc(
                 _XML_FLAGS | libvirt.VIR_DOMAIN_XML_INACTIVE).encode(), wrapper)
         return params
@@ -235,12 +265,16 @@ class MigrationRun:
             self.summary.downtime_ms["libvirt"] = float(stats["downtime"])
 
     def _left_paused(self, problem: str) -> MigrationFailed:
+        for entry in self.summary.slots:
+            entry["action"] = "not copied"
         directory = capture.migration_dir(self.settings, self.uuid)
         return MigrationFailed(
             f"{problem}; the memory has moved, so {self.summary.domain} is PAUSED on "
             f"{self.options.desturi} and was not resumed with unverified tagged slots",
-            f"the source's captured slots are kept in {directory}; fix the cause, then "
-            f"`virsh resume` it there only if its tagged content does not matter")
+            f"the source's captured slots, if any, are kept in {directory}; fix the cause, "
+            f"then run `ncdma migrate --finish {self.summary.domain}` on this host (it writes "
+            f"them there, checks them and the tags, and resumes it), or `virsh resume` it "
+            f"there only if its tagged content does not matter")
 
     def _captured(self) -> dict[str, Any]:
         deadline = time.monotonic() + _CAPTURE_WAIT_S
@@ -252,9 +286,9 @@ class MigrationRun:
             raise self._left_paused(f"capturing the tagged slots failed: {result['error']}")
         return result
 
-    def _copy_slots(self, decision: MigrationDecision) -> dict[str, Any]:
+    def _copy_slots(self) -> dict[str, Any]:
         """Send the captured slots; the destination's status, read right after the write."""
-        self._phase("tagged slots", f"{len(decision.source.selected)} slot(s), cache-flushed copy")
+        self._phase("tagged slots", f"{len(self.summary.slots)} slot(s), cache-flushed copy")
         captured = self._captured()
         directory = capture.migration_dir(self.settings, self.uuid)
         header = {"slots": [{key: slot[key] for key in ("gpa", "size", "sha256")}
@@ -278,14 +312,14 @@ class MigrationRun:
         self.paused_at_receive = answer.get("paused") is True
         return dict(answer["status"])
 
-    def _verify(self, destination: libvirt.virDomain | None, decision: MigrationDecision,
+    def _verify(self, destination: libvirt.virDomain | None, opted_in: bool, copy: bool,
                 status: dict[str, Any] | None) -> None:
         """The destination's guard runs the domain and has tagged the slots (before resume).
 
         ``status`` is the destination's `ncdma status` when the copy brought it along.
         """
         self._phase("verify")
-        if not decision.source.opted_in:
+        if not opted_in:
             return
         if status is None:
             try:
@@ -302,12 +336,42 @@ class MigrationRun:
             entry["destination"] = {"action": slot.decision.value, "flag_set": slot.flag_set} \
                 if slot else None
             entry["destination_paused_at_verify"] = paused
-            if decision.strategy is Strategy.COPY and (slot is None or not slot.selected):
+            if copy and (slot is None or not slot.selected):
                 raise self._left_paused(f"the destination's guard has not tagged slot "
                                         f"{entry['gpa']:#x}")
         self.summary.notes.append(f"destination: guard "
                                   f"{'alive' if status['guard']['alive'] else 'NOT running'}, "
                                   f"mode {status['plan']['mode']}")
+
+    def _finish(self) -> Summary:
+        """--finish: the copy's last phases on the paused destination, from the kept capture
+        (its files already checked against their checksums)."""
+        self.interrupts.hold()  # the memory moved long ago: a signal now would help nothing
+        self._phase("destination")
+        self.summary.strategy = "copy"
+        self.summary.notes.append("finished from the capture kept on this host")
+        self.summary.slots = [_slot_entry(SlotRecord.from_json(slot), "copied")
+                              for slot in self.captured["slots"]]
+        assert self.dconn is not None  # --finish always opens the destination (run())
+        try:
+            destination = self.dconn.result().lookupByUUIDString(self.uuid)
+            state = destination.state()[0]
+        except libvirt.libvirtError as err:
+            raise libvirt_error(err, f"{self.summary.domain} ({self.uuid}) cannot be found on "
+                                     f"{self.options.desturi}") from None
+        if state != libvirt.VIR_DOMAIN_PAUSED:
+            raise MigrationRefused(f"{self.summary.domain} on {self.options.desturi} is not "
+                                   f"paused ({_STATES.get(state, state)}): --finish writes tagged "
+                                   f"slots only into the paused destination of the migration",
+                                   "nothing was changed; if it was resumed by hand, its tagged "
+                                   "slots hold what QEMU carried")
+        self.peer.lock(self.uuid)
+        self.memory_done = time.monotonic()
+        status = self._copy_slots()
+        self._verify(destination, True, True, status)
+        self._switchover(destination, True)
+        self.summary.outcome = "migrated"
+        return self.summary
 
     def _switchover(self, destination: libvirt.virDomain | None, copy: bool) -> None:
         if copy:

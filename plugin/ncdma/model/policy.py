@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ncdma.errors import PolicyError
+from ncdma.model.namespace import NAMESPACE as NAMESPACE  # re-exported with the element
 
-NAMESPACE = "urn:ncdma:domain:1"
 PREFIX = "ncdma"
 ELEMENT = f"{{{NAMESPACE}}}ncdma"
 _MAX_PATH = 4096
@@ -27,11 +27,15 @@ class PolicyMode(str, enum.Enum):
 
 
 class MigrationPolicy(str, enum.Enum):
-    """What `ncdma migrate` does with tagged slots."""
+    """What a migration may do with tagged slots; every incoming migration and restore is
+    held to it (:mod:`ncdma.model.incoming`), whoever starts it."""
 
     REFUSE = "refuse"
     SKIP = "skip"
     COPY = "copy"
+    # the owner accepts plain libvirt migrations (virsh, Nova, oVirt, KubeVirt) and what
+    # QEMU's stream does to tagged content; opted into per domain, never a default
+    ANY = "any"
 
 
 class Method(str, enum.Enum):

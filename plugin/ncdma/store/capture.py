@@ -11,7 +11,10 @@ deterministic: QEMU cannot exit before the guard has answered.
 Files, in ``<state_dir>/migrations/<uuid>/`` (the stop hooks never remove them):
 ``capture.json`` the request (slots to read), written by `ncdma migrate` before it
 starts the migration and removed when the migration fails; ``captured.json`` the result
-with a sha256 per slot, and ``slot-<gpa>.bin`` the content, written by the guard.
+with a sha256 per slot, and ``slot-<gpa>.bin`` the content, written by the guard;
+``migration.json`` where the migration went (for `ncdma migrate --finish`), written by
+`ncdma migrate` beside the request. A migration that leaves the destination paused keeps
+them all; `--finish` or a later migration of the domain removes them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from ncdma.store.files import PRIVATE, PRIVATE_DIR, make_directory, read_json_ob
 JOURNAL_RESERVE = 16 << 20  # bytes a capture leaves free: the guards' journals live there too
 REQUEST_FILE = "capture.json"
 RESULT_FILE = "captured.json"
+ORIGIN_FILE = "migration.json"
 
 
 def data_name(slot: SlotRecord) -> str:
@@ -106,3 +111,33 @@ def write_result(settings: Settings, uuid: str, slots: list[dict[str, Any]],
 def read_captured(settings: Settings, uuid: str) -> dict[str, Any] | None:
     """The guard's capture result, or None when the guard wrote none."""
     return read_json_object(migration_dir(settings, uuid) / RESULT_FILE)
+
+
+@dataclass(frozen=True)
+class KeptMigration:
+    """Where a copy migration of domain ``domain`` (``uuid``) went: what `--finish` needs."""
+
+    uuid: str
+    domain: str
+    desturi: str
+    remote_ncdma: str
+
+
+def remember(settings: Settings, kept: KeptMigration) -> None:
+    """Record where the armed migration goes, beside its request."""
+    write_json(migration_dir(settings, kept.uuid) / ORIGIN_FILE, asdict(kept), PRIVATE,
+               indent=2)
+
+
+def find_kept(settings: Settings, domain: str) -> KeptMigration | None:
+    """The migration kept on this host for ``domain`` (its name or UUID), if any."""
+    for path in sorted((settings.state_dir / "migrations").glob(f"*/{ORIGIN_FILE}")):
+        record = read_json_object(path)
+        try:
+            kept = KeptMigration(**record) if record is not None else None
+        except TypeError:
+            continue  # not a record this version wrote
+        if kept is not None and domain in (kept.domain, kept.uuid) \
+                and kept.uuid == path.parent.name:
+            return kept
+    return None

@@ -94,7 +94,7 @@ def test_opted_in_vm_starts_guarded_on_h1_and_migrates_live_to_h2(vm: OptedIn,
                                                                     mode: Mode) -> None:
     h1, h2 = vm.lab.host("h1"), vm.lab.host("h2")
     vm.define("h1")
-    vm.enable("h1", "--bars", "vram", "--migration", "skip")
+    vm.enable("h1", "--bars", "vram", "--migration", "any")  # migrated by plain virsh below
     h1.virsh("start", vm.name)
     status = _status(h1, vm.name)
     assert status["guard"]["alive"] and status["plan"]["mode"] == mode.name, status

@@ -100,7 +100,7 @@ def test_started_hook_sees_the_guard_and_require_is_satisfied(opted_in: OptedIn)
 def test_migration_keeps_the_domain_guarded_on_the_destination(opted_in: OptedIn) -> None:
     h1, h2 = opted_in.lab.host("h1"), opted_in.lab.host("h2")
     opted_in.define()
-    opted_in.enable("h1", "--bars", "vram", "--migration", "skip")
+    opted_in.enable("h1", "--bars", "vram", "--migration", "any")  # plain virsh: opted into
     h1.virsh("start", opted_in.name)
     h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system")
     status = _wait_for(lambda: (s := _status(opted_in, "h2"))["guard"]["alive"] and s)

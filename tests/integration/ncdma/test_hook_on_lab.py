@@ -127,7 +127,7 @@ def test_migration_runs_the_hooks_on_both_sides_and_rewrites_the_emulator(
         opted_in: OptedIn) -> None:
     h1, h2 = opted_in.lab.host("h1"), opted_in.lab.host("h2")
     opted_in.define()
-    opted_in.enable("h1", "--bars", "vram", "--migration", "skip")
+    opted_in.enable("h1", "--bars", "vram", "--migration", "any")  # plain virsh: opted into
     h1.virsh("start", opted_in.name)
     h1.virsh("migrate", "--live", opted_in.name, f"qemu+ssh://{h2.address}/system")
     assert opted_in.state("h2") == "running" and opted_in.state("h1") == "shut off"
