@@ -38,22 +38,63 @@ class NestedRun:
     console: Path
 
 
-def qemu_argv(recipe: Recipe, initramfs: Path, share: Path, console: Path) -> list[str]:
-    """The outer QEMU's command line: TCG, the kernel, the three 9p shares (this machine's
-    root and the checkout, read-only; the run's report directory), a serial log."""
-    selftest = Recipe(Variant.PATCHED, recipe.source_version).selftest  # the same in both
-    append = (f"console=ttyS0 panic=-1 lab_python={sys.executable} lab_repo={REPO} "
-              f"lab_kernel={recipe.variant.value} lab_selftest={selftest}")
+def tcg_argv(kernel: Path, initramfs: Path, share: Path, console: Path,
+             append: str) -> list[str]:
+    """The outer QEMU's command line: TCG, ``kernel`` with ``append``, the three 9p shares
+    (this machine's root and the checkout, read-only; the run's report directory), a serial
+    log."""
     return [QEMU, "-accel", "tcg", "-cpu", "max", "-smp", str(GUEST_CPUS), "-m", GUEST_MEMORY,
             "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
             "-serial", f"file:{console}",
-            "-kernel", str(recipe.bzimage), "-initrd", str(initramfs), "-append", append,
+            "-kernel", str(kernel), "-initrd", str(initramfs),
+            "-append", f"console=ttyS0 panic=-1 lab_python={sys.executable} lab_repo={REPO} "
+                       f"{append}",
             "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
             "-fsdev", f"local,id=repo,path={REPO},security_model=none,readonly=on,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=repo,mount_tag=repo",
             "-fsdev", f"local,id=report,path={share},security_model=none",
             "-device", "virtio-9p-pci,fsdev=report,mount_tag=report"]
+
+
+def qemu_argv(recipe: Recipe, initramfs: Path, share: Path, console: Path) -> list[str]:
+    """:func:`tcg_argv` for ``recipe``'s kernel and its driver's parameters."""
+    selftest = Recipe(Variant.PATCHED, recipe.source_version).selftest  # the same in both
+    return tcg_argv(recipe.bzimage, initramfs, share, console,
+                    f"lab_kernel={recipe.variant.value} lab_selftest={selftest}")
+
+
+def boot_for_report(argv: list[str], what: str, run_dir: Path,
+                    timeout: float) -> tuple[dict[str, Any], float]:
+    """Run the outer QEMU ``argv`` (its share and console in ``run_dir``); the report the
+    guest wrote and the seconds it took.
+
+    :raise LabError: When QEMU fails or times out, or the guest wrote no report; the
+        message carries the console's tail.
+    """
+    share, console = run_dir / "share", run_dir / CONSOLE_FILE
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{what}'s nested run took over {timeout:.0f} s; console ({console}):"
+                       f"\n{tail(console, 40)}") from None
+    try:
+        report = json.loads((share / REPORT_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise LabError(f"{what}'s nested run wrote no report ({err}); QEMU exited "
+                       f"{done.returncode} {done.stderr.strip()}; console ({console}):"
+                       f"\n{tail(console, 40)}") from None
+    return report, time.monotonic() - started
+
+
+def report_share(run_dir: Path) -> tuple[Path, Path]:
+    """The run's report share (made empty of a report) and its console log."""
+    share = run_dir / "share"
+    share.mkdir(parents=True, exist_ok=True)
+    (share / REPORT_FILE).unlink(missing_ok=True)
+    return share, run_dir / CONSOLE_FILE
 
 
 def run_nested(recipe: Recipe, run_dir: Path, timeout: float) -> NestedRun:
@@ -65,22 +106,7 @@ def run_nested(recipe: Recipe, run_dir: Path, timeout: float) -> NestedRun:
     if not recipe.bzimage.exists():
         raise LabError(f"the {recipe.variant.value} kernel is not built: "
                        "run `python3 -m lab.kernel build`")
-    share, console = run_dir / "share", run_dir / CONSOLE_FILE
-    share.mkdir(parents=True, exist_ok=True)
-    (share / REPORT_FILE).unlink(missing_ok=True)
-    argv = qemu_argv(recipe, build_initramfs(), share, console)
-    started = time.monotonic()
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"the {recipe.variant.value} kernel's nested run took over {timeout:.0f} s"
-                       f"; console ({console}):\n{tail(console, 40)}") from None
-    seconds = time.monotonic() - started
-    try:
-        report = json.loads((share / REPORT_FILE).read_text())
-    except (OSError, ValueError) as err:
-        raise LabError(f"the {recipe.variant.value} kernel's nested run wrote no report ({err}); "
-                       f"QEMU exited {done.returncode} {done.stderr.strip()}; console ({console}):"
-                       f"\n{tail(console, 40)}") from None
+    share, console = report_share(run_dir)
+    report, seconds = boot_for_report(qemu_argv(recipe, build_initramfs(), share, console),
+                                      f"the {recipe.variant.value} kernel", run_dir, timeout)
     return NestedRun(recipe, report, seconds, console)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from lab.errors import LabError
@@ -31,20 +32,26 @@ def newc_entry(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = 
     return record + _pad(len(record)) + data + _pad(len(data))
 
 
-def initramfs_image(busybox: bytes, init: bytes) -> bytes:
-    """The whole archive: the directories init needs, /dev/console, busybox and /init."""
-    entries = [(name, stat.S_IFDIR | 0o755, b"", (0, 0))
-               for name in ("bin", "dev", "proc", "sys", "newroot")]
+def initramfs_image(busybox: bytes, init: bytes,
+                    files: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """The whole archive: the directories init needs, /dev/console, busybox and /init, and
+    ``files`` (name, content; their directories made)."""
+    directories = ["bin", "dev", "proc", "sys", "newroot"]
+    parents = {"/".join(name.split("/")[:depth]) for name, _ in files
+               for depth in range(1, name.count("/") + 1)}
+    directories += sorted(parents)  # a parent sorts before its children
+    entries = [(name, stat.S_IFDIR | 0o755, b"", (0, 0)) for name in directories]
     entries += [("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)),
                 ("bin/busybox", stat.S_IFREG | 0o755, busybox, (0, 0)),
                 ("init", stat.S_IFREG | 0o755, init, (0, 0))]
+    entries += [(name, stat.S_IFREG | 0o644, data, (0, 0)) for name, data in files]
     records = [newc_entry(name, mode, data, rdev, ino)
                for ino, (name, mode, data, rdev) in enumerate(entries, start=1)]
     return b"".join(records) + newc_entry(_TRAILER, 0)
 
 
-def build_initramfs() -> Path:
-    """Make sure the initramfs is in the cache; return its path.
+def static_busybox() -> bytes:
+    """The static busybox the initramfs runs.
 
     :raise LabError: When busybox is not the static one (package busybox-static).
     """
@@ -54,6 +61,15 @@ def build_initramfs() -> Path:
         raise LabError(f"{BUSYBOX} is missing: apt-get install busybox-static") from None
     if b"/lib64/ld-linux" in busybox[:4096]:
         raise LabError(f"{BUSYBOX} is dynamically linked: apt-get install busybox-static")
+    return busybox
+
+
+def build_initramfs() -> Path:
+    """Make sure the initramfs is in the cache; return its path.
+
+    :raise LabError: When busybox is not the static one (package busybox-static).
+    """
+    busybox = static_busybox()
     init = INIT_SCRIPT.read_bytes()
     key = hashlib.sha256(busybox + init).hexdigest()[:16]
     path = CACHE_DIR / f"initramfs-{key}.cpio"

@@ -104,3 +104,11 @@ def test_memory_moved_into_the_vram_window_is_never_tagged(host: GuardedHost, tm
              if slot["gpa"] < intruder.at + intruder.size and intruder.at < slot["gpa"] + slot["size"]
              or slot["hva"] == alien["hva"]]
     assert not wrong, f"tagged memory that is not vram: {wrong}"
+    # guest RAM (below 4 GiB here) is never tagged, also where the vram BAR overlaps its end
+    ram_end = intruder.ram_mib << 20
+    on_ram = [slot for slot in selected if slot["gpa"] < ram_end]
+    assert not on_ram, f"tagged slots over guest RAM: {on_ram}"
+    if intruder.ram_mib << 20 > intruder.symbols.get("BAR_ADDR", VRAM_WINDOW):
+        # the BAR straddles the end of RAM: only its part above RAM became a vram slot
+        vram = [slot for slot in selected if slot["gpa"] == ram_end]
+        assert vram, f"no vram slot above RAM at {ram_end:#x}: {journal['slots']}"

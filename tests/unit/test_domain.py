@@ -230,3 +230,36 @@ def test_accel3d_with_vhostuser_follows_libvirt() -> None:
                    "</model>", "<driver name='vhostuser'/>")
     [gpu] = parse_domain(_domain(video)).gpus
     assert gpu.qemu_model == "vhost-user-vga"  # vhost-user has no -gl form
+
+
+def _args(*values: str) -> str:
+    return ("<qemu:commandline>" + "".join(f"<qemu:arg value='{value}'/>" for value in values)
+            + "</qemu:commandline>")
+
+
+@pytest.mark.parametrize("setting", ["virtio-vga.hostmem=64M",
+                                     "driver=virtio-vga,property=hostmem,value=0x4000000"])
+def test_a_global_hostmem_reaches_every_device_of_its_driver(setting) -> None:
+    gpus = parse_domain(_domain(_video(), _args("-global", setting))).gpus
+    assert [(gpu.qemu_model, gpu.hostmem) for gpu in gpus] == [("virtio-vga", 64 << 20)]
+
+
+def test_a_set_hostmem_reaches_the_commandline_device_with_that_id() -> None:
+    extra = _args("-device", "virtio-gpu-pci,id=g1", "-device", "virtio-gpu-pci,id=g2",
+                  "-set", "device.g2.hostmem=1G")
+    gpus = parse_domain(_domain(extra=extra)).gpus
+    assert [(gpu.alias, gpu.hostmem) for gpu in gpus] == [("g1", 0), ("g2", 1 << 30)]
+
+
+def test_a_device_own_hostmem_wins_over_a_global() -> None:
+    extra = _args("-global", "virtio-gpu-pci.hostmem=1G", "-device",
+                  "virtio-gpu-pci,id=g1,hostmem=64M")
+    [gpu] = parse_domain(_domain(extra=extra)).gpus
+    assert gpu.hostmem == 64 << 20
+
+
+def test_a_set_does_not_reach_a_json_device() -> None:
+    extra = _args("-device", '{"driver": "virtio-gpu-pci", "id": "g1"}',
+                  "-set", "device.g1.hostmem=1G")
+    [gpu] = parse_domain(_domain(extra=extra)).gpus
+    assert gpu.hostmem == 0

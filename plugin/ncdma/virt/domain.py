@@ -4,7 +4,8 @@ virtio-gpu devices come in every form libvirt can express them:
 ``<video><model type='virtio'>`` (with ``<acceleration>``, ``blob``, ``<driver
 name='vhostuser'>``, and QEMU properties given through ``<qemu:override>``), and raw
 arguments in ``<qemu:commandline>``: ``-device`` in QEMU's key=value form (``driver=`` first
-or not) or JSON, and ``-vga virtio``.
+or not) or JSON, and ``-vga virtio``, with properties given by ``-global`` (to every device of
+a driver that sets none) and ``-set device.ID`` (to a key=value ``-device``).
 
 Which QEMU device a ``<video>`` becomes follows libvirt's own rule (qemuDeviceVideoGetModel):
 the primary video is a VGA flavour only where QEMU has one (x86 and ppc64 machines), only on
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from lxml import etree
 
@@ -187,8 +189,48 @@ def _device_options(value: str) -> dict[str, str]:
     return options
 
 
-def _commandline_gpus(root: etree._Element) -> list[VideoDevice]:
-    args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
+def _commandline_args(root: etree._Element) -> list[str]:
+    return [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
+
+
+def _property_settings(args: list[str]) -> dict[tuple[str, str], dict[str, str]]:
+    """Properties that ``-global`` (by driver: ``("driver", NAME)``) and ``-set device``
+    (by device id: ``("id", ID)``) give devices, in QEMU's forms:
+    ``-global DRIVER.PROP=VALUE``, ``-global driver=D,property=P,value=V``,
+    ``-set device.ID.PROP=VALUE``."""
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for flag, value in zip(args, args[1:]):
+        if flag == "-global" and value.startswith("driver="):
+            options = dict(item.partition("=")[::2] for item in value.split(","))
+            key, prop, setting = ("driver", options.get("driver", "")), \
+                options.get("property", ""), options.get("value", "")
+        elif flag == "-global":
+            target, _, setting = value.partition("=")
+            driver, _, prop = target.rpartition(".")
+            key = ("driver", driver)
+        elif flag == "-set" and value.startswith("device."):
+            target, _, setting = value.partition("=")
+            _, device, prop = (target.split(".", 2) + ["", ""])[:3]
+            key = ("id", device)
+        else:
+            continue
+        found.setdefault(key, {})[prop] = setting
+    return found
+
+
+def _with_globals(gpus: list[VideoDevice],
+                  settings: dict[tuple[str, str], dict[str, str]]) -> list[VideoDevice]:
+    """``gpus`` with the hostmem -global gives their driver, where they set none."""
+    return [replace(gpu, hostmem=_size_property(settings.get(("driver", gpu.qemu_model), {}),
+                                                f"-global {gpu.qemu_model}"))
+            if not gpu.hostmem else gpu for gpu in gpus]
+
+
+def _commandline_gpus(root: etree._Element,
+                      settings: dict[tuple[str, str], dict[str, str]]) -> list[VideoDevice]:
+    """The virtio-gpu devices of -device and -vga; -set device.ID applies to the -device
+    given in key=value form (QEMU keeps no options of a JSON one to set)."""
+    args = _commandline_args(root)
     gpus = []
     for flag, value in zip(args, args[1:]):
         if flag == "-vga" and value == "virtio":
@@ -200,6 +242,8 @@ def _commandline_gpus(root: etree._Element) -> list[VideoDevice]:
         if not _GPU_DRIVER.match(driver):
             continue
         alias = options.get("id", "")
+        if alias and not value.lstrip().startswith("{"):
+            options.update(settings.get(("id", alias), {}))
         gpus.append(VideoDevice(
             alias=alias, qemu_model=driver,
             hostmem=_size_property(options, f"qemu:commandline device {alias or driver}")))
@@ -211,7 +255,7 @@ def _uncached_displays(root: etree._Element) -> tuple[str, ...]:
     found = [f"<video><model type='{model.get('type')}'>"
              for model in root.iterfind("devices/video/model")
              if model.get("type") in _UNCACHED_VIDEO_MODELS]
-    args = [arg.get("value", "") for arg in root.iterfind(f"{_Q}commandline/{_Q}arg")]
+    args = _commandline_args(root)
     for flag, value in zip(args, args[1:]):
         if flag == "-vga" and value in _UNCACHED_VGA_OPTIONS:
             found.append(f"-vga {value}")
@@ -244,11 +288,13 @@ def parse_domain(xml: str | bytes) -> Domain:
     name = root.findtext("name")
     if not name:
         raise DomainXmlError("domain XML has no <name>", "pass a complete libvirt domain XML")
+    settings = _property_settings(_commandline_args(root))
     return Domain(
         name=name,
         uuid=root.findtext("uuid") or "",
         emulator=root.findtext("devices/emulator"),
-        gpus=tuple(_video_gpus(root, _override_properties(root)) + _commandline_gpus(root)),
+        gpus=tuple(_with_globals(_video_gpus(root, _override_properties(root))
+                                 + _commandline_gpus(root, settings), settings)),
         policy=_policy(root),
         dac_label=root.findtext("seclabel[@model='dac']/label"),
         uncached_displays=_uncached_displays(root),
