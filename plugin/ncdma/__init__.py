@@ -21,7 +21,8 @@ listed (model over kvm over linux; logs over settings over standin over errors).
 lab/, bench/ and tests/ may import ncdma; tests/ and bench/ may import lab/; nothing
 imports tests/. tests/unit/test_imports.py checks all of it.
 
-:data:`__version__` comes from git: setuptools_scm writes ``ncdma._version`` at build time.
+:data:`__version__` comes from git: setuptools_scm sets the distribution's version at build
+time, read from its metadata.
 """
 
 def __getattr__(name: str) -> str:
@@ -29,8 +30,9 @@ def __getattr__(name: str) -> str:
     ncdma) loads nothing it does not need."""
     if name != "__version__":
         raise AttributeError(f"module 'ncdma' has no attribute {name!r}")
-    try:  # written by setuptools_scm when the package is built or installed
-        from ncdma._version import version
-    except ImportError:  # a checkout never installed
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the installed distribution's, which setuptools_scm took from git at build time
+        return version("ncdma")
+    except PackageNotFoundError:  # a checkout never installed
         return "0+unknown"
-    return str(version)

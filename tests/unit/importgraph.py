@@ -25,7 +25,6 @@ RANKS: dict[str, float] = {
     "ncdma.model": 3.2, "ncdma.kvm": 3.1, "ncdma.linux": 3.0,
     "ncdma.logs": 1.2, "ncdma.settings": 1.1, "ncdma.standin": 1.05, "ncdma.errors": 1.0,
     "ncdma": 0,  # the package itself: __version__
-    "ncdma._version": -1,  # written by setuptools_scm at build time: the version from git
 }
 # Top folders (by their first module name) and the folders each may import.
 FOLDERS: dict[str, frozenset[str]] = {
