@@ -82,7 +82,7 @@ def _started(host: Host, name: str, tagged: bool) -> None:
     while tagged:
         status = json.loads(host.run([f"{PREFIX}/bin/ncdma", "status", name, "--json"]).stdout)
         slots = (status.get("journal") or {}).get("slots", [])
-        if any(slot["action"] == "tag" for slot in slots):
+        if any(slot["decision"] == "tag" for slot in slots):
             return
         assert time.monotonic() < deadline, "the vram slot was never tagged"
         time.sleep(0.1)
