@@ -55,15 +55,10 @@ def _device_ram_shareable(plan: Plan, settings: Settings) -> tuple[bool, str]:
 def _prepare(domain: Domain, settings: Settings, log: logging.Logger) -> HookOutcome:
     from dataclasses import replace
 
-    from ncdma.hook.managedsave import managed_save_refusal
     from ncdma.model.plan import StartRefusal, decide_plan
     from ncdma.store.state import write_plan
     from ncdma.virt.qemuuser import QEMU_CONF, qemu_ids
 
-    restoring = managed_save_refusal(domain)
-    if restoring is not None:
-        log.error("%s", restoring)
-        return HookOutcome(1, stderr=restoring)
     decision = decide_plan(domain, _host_verdict(settings), settings)
     if isinstance(decision, StartRefusal):
         log.error("%s", decision.reason)

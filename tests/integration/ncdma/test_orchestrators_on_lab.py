@@ -53,8 +53,14 @@ def _assert_refused_and_intact(domain: OptedIn, done, policy: str, why: str) -> 
     assert done.returncode != 0
     line = f"ncdma: refusing the incoming migration of {domain.name}: its policy is " \
            f"migration='{policy}' and this migration {why}"
-    assert line in done.stderr, f"{done.stderr}\n{_daemons(domain)}"
-    assert f"`ncdma migrate {domain.name} DESTURI`" in done.stderr
+    if "End of file while reading data" in done.stderr:
+        # --p2p: the source's libvirtd got the hook's line, then its connection to the
+        # destination closed and libvirt sometimes reports that instead (seen on the lab)
+        source_log = domain.lab.host("h1").run(["cat", "/var/log/libvirt/libvirtd.log"]).stdout
+        assert line in source_log, f"{done.stderr}\n{_daemons(domain)}"
+    else:
+        assert line in done.stderr, f"{done.stderr}\n{_daemons(domain)}"
+        assert f"`ncdma migrate {domain.name} DESTURI`" in done.stderr
     assert "Traceback" not in done.stderr
     assert running_on(domain) == ["h1"]
     status = json.loads(domain.ncdma("h1", "status", domain.name, "--json").stdout)
@@ -162,12 +168,10 @@ def test_managed_save_follows_the_rule(opted_in: OptedIn) -> None:
     h1 = opted_in.lab.host("h1")
     start(opted_in, "skip")
     h1.virsh("managedsave", opted_in.name)
-    done = h1.virsh("start", opted_in.name, check=False)
-    assert done.returncode != 0 and "Traceback" not in done.stderr
+    # the restore hook refuses the saved state; libvirt 11.3 then boots the domain afresh
+    h1.virsh("start", opted_in.name)
     assert f"ncdma: refusing to restore {opted_in.name}: its policy is migration='skip'" \
-        in done.stderr, done.stderr
-    assert f"virsh start --force-boot {opted_in.name}" in done.stderr
-    h1.virsh("start", "--force-boot", opted_in.name)
+        in log_text(h1)
     assert opted_in.state() == "running" and tagged_slots(opted_in, "h1") == 1
     opted_in.remove()
     start(opted_in, "any")
