@@ -108,6 +108,7 @@ class Peer:
         self.ncdma = ncdma
         self.control = control_dir / f"ssh-{os.getpid()}"
         self.lock_holder: subprocess.Popen[bytes] | None = None
+        self.receiver: subprocess.Popen[bytes] | None = None
 
     def _ssh(self, *extra: str) -> list[str]:
         self.control.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,8 +137,26 @@ class Peer:
         raise PeerError(f"{self.target.host}: {error[-1] if error else 'ncdma peer lock failed'}",
                         "", self.target.host, "peer lock", holder.returncode)
 
+    def start_receive(self, uuid: str) -> None:
+        """Start the destination's ``ncdma peer receive`` now, before libvirt's migration:
+        SSH and its interpreter's start-up are then done when the slots are ready, out of
+        the downtime. It waits for the stream; :meth:`receive` sends it, :meth:`close`
+        ends it (no stream: it writes nothing)."""
+        # its own session: a terminal's Ctrl-C after the switchover must not end the copy
+        self.receiver = subprocess.Popen(self.command(["peer", "receive", uuid]),
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, start_new_session=True)
+
     def close(self) -> None:
-        """Release the destination's lock and end the shared connection, if opened."""
+        """Release the destination's lock, end a receiver that got no stream and the shared
+        connection, if opened."""
+        if self.receiver is not None:
+            try:
+                self.receiver.communicate(b"", timeout=_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.receiver.kill()
+                self.receiver.wait()
+            self.receiver = None
         if self.lock_holder is not None:
             assert self.lock_holder.stdin is not None
             self.lock_holder.stdin.close()
@@ -152,14 +171,24 @@ class Peer:
                            timeout=_TIMEOUT_S, check=False)
 
     def _run(self, arguments: list[str], data: bytes | None = None,
-             answers_on_failure: bool = False) -> dict[str, Any]:
-        argv = self.command(arguments)
+             answers_on_failure: bool = False,
+             started: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+        """Run ``ncdma ARGUMENTS`` there (or feed ``data`` to the ``started`` one) and read
+        its JSON answer."""
         host, command = self.target.host, arguments[0]
         try:
-            done = subprocess.run(argv, input=data, capture_output=True, timeout=_TIMEOUT_S,
-                                  check=False, stdin=None if data is not None
-                                  else subprocess.DEVNULL)
+            if started is not None:
+                stdout, stderr = started.communicate(data or b"", timeout=_TIMEOUT_S)
+                done = subprocess.CompletedProcess(started.args, started.returncode, stdout,
+                                                   stderr)
+            else:
+                done = subprocess.run(self.command(arguments), input=data, capture_output=True,
+                                      timeout=_TIMEOUT_S, check=False,
+                                      stdin=None if data is not None else subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
+            if started is not None:
+                started.kill()
+                started.wait()
             raise PeerError(f"{self.target.host}: `ncdma {arguments[0]}` gave no answer in "
                             f"{_TIMEOUT_S:.0f} s", "check the host and its ncdma log", host,
                             command) from None
@@ -205,9 +234,11 @@ class Peer:
         return self._run(["peer", "resume", uuid])
 
     def receive(self, uuid: str, stream: bytes) -> dict[str, Any]:
-        """Send the captured slots to the destination's ``ncdma peer receive``; the answer
-        holds the checksums and the domain's status there (as `ncdma status --json`)."""
-        return self._run(["peer", "receive", uuid], stream)
+        """Send the captured slots to the destination's ``ncdma peer receive`` (the one
+        :meth:`start_receive` started, if any); the answer holds the checksums and the
+        domain's status there (as `ncdma status --json`)."""
+        started, self.receiver = self.receiver, None
+        return self._run(["peer", "receive", uuid], stream, started=started)
 
     def ticket(self, uuid: str) -> str:
         """A one-time ticket from the destination's ``ncdma peer ticket`` for domain

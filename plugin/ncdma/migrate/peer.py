@@ -136,18 +136,27 @@ def resume(uuid: str) -> dict[str, Any]:
 
 
 def receive(settings: Settings, uuid: str, stream: BinaryIO) -> dict[str, Any]:
-    """Restore the slots streamed by the source into the incoming domain ``uuid``."""
+    """Restore the slots streamed by the source into the incoming domain ``uuid``.
+
+    The stream's header is awaited first: the source starts this command before libvirt's
+    migration, so that its start-up is not part of the downtime. The journal and the
+    incoming QEMU are checked once the header has arrived, before anything is written.
+    """
+    line = stream.readline(_MAX_HEADER)
+    if not line:
+        raise TransferError("the source sent no slots (its migration ended before the copy)",
+                            "nothing was written here")
+    try:
+        header = json.loads(line)
+        slots = list(header.get("slots", []))
+    except (ValueError, AttributeError, TypeError):
+        raise TransferError("the stream's header is not a JSON object with slots",
+                            "is the same ncdma version installed on both hosts?") from None
     journal = read_journal(settings.domain_dir(uuid))
     if journal is None or not journal.qemu_pid:
         raise DomainStateError(f"no guard journal for the incoming domain {uuid} on this host",
                                "was it started through ncdma's wrapper? see the ncdma log", uuid)
     qemu_pid = incoming_qemu(uuid, journal)
-    try:
-        header = json.loads(stream.readline(_MAX_HEADER) or b"{}")
-        slots = list(header.get("slots", []))
-    except (ValueError, AttributeError, TypeError):
-        raise TransferError("the stream's header is not a JSON object with slots",
-                            "is the same ncdma version installed on both hosts?") from None
     restored = []
     for entry in slots:
         gpa, size = _header_slot(entry)

@@ -180,6 +180,7 @@ class MigrationRun:
                 self.ticket = self.peer.ticket(self.uuid)
         copy = decision.strategy is Strategy.COPY
         if copy:
+            self.peer.start_receive(self.uuid)  # ready before the switchover (issue 17)
             capture.arm(self.settings, self.uuid, decision.source.selected)
             capture.remember(self.settings, capture.KeptMigration(
                 self.uuid, self.summary.domain, self.options.desturi, self.options.remote_ncdma))
@@ -281,7 +282,7 @@ class MigrationRun:
         while (result := capture.read_captured(self.settings, self.uuid)) is None:
             if time.monotonic() > deadline:
                 raise self._left_paused("the source's guard did not capture the tagged slots")
-            time.sleep(0.05)
+            time.sleep(0.005)  # each wait here is downtime
         if result.get("error"):
             raise self._left_paused(f"capturing the tagged slots failed: {result['error']}")
         return result
