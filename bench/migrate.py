@@ -1,8 +1,10 @@
 """Benchmark: `ncdma migrate` against `virsh migrate`, same VM, same run (issue 5).
 
 Targets: ncdma's total <= 1.05 x virsh's + a fixed preflight <= 300 ms; libvirt's
-downtime with ncdma (a skip-policy VM) within 10 ms of virsh's; copy mode's tagged-slot
-throughput >= 50% of this machine's memcpy bandwidth.
+downtime with ncdma (a skip-policy VM) within 5 ms of virsh's (issue 17 item 2); copy mode's
+tagged-slot throughput >= 50% of this machine's memcpy bandwidth; the downtime ncdma adds to
+a copy VM (after libvirt's switchover until the resume) <= 30 ms for the 8 MiB slot, and
+<= 0.5 s per GiB of tagged slots (issue 17 item 1), printed beside memcpy's time.
 
 * virsh vs ncdma: one opted-in VM (migration='skip', bars='hostmem': no blob is mapped
   without a host GPU, so nothing is tagged and ncdma runs its whole preflight and
@@ -187,14 +189,17 @@ def report(figures: dict[str, list[float]], summaries: list[dict[str, Any]],
           f"{'met' if met_total else 'MISSED'}")
     print(f"  libvirt downtime: virsh {_median(figures['virsh_downtime_ms']):.1f} ms, ncdma "
           f"{_median(figures['ncdma_downtime_ms']):.1f} ms, difference {downtime_gap:+.1f} ms "
-          f"(target <= 10 ms: {'met' if abs(downtime_gap) <= 10 else 'MISSED'})")
+          f"(target <= 5 ms: {'met' if abs(downtime_gap) <= 5 else 'MISSED'})")
     slots = [slot for summary in summaries for slot in summary["slots"]]
     capture_gbps = _median([slot["size"] / slot["capture_seconds"] / 1e9 for slot in slots])
     restore_gbps = _median([slot["size"] / slot["restore_seconds"] / 1e9 for slot in slots])
+    added = [s["downtime_ms"]["after_memory"] for s in summaries]
+    met_added = _median(added) <= 30
     print(f"copy policy, {len(summaries)} legs with ncdma (8 MiB vram slot)")
     print(f"  total {_median([sum(p['seconds'] for p in s['phases']) for s in summaries]) * 1e3:.1f}"
           f" ms; downtime libvirt {_median([s['downtime_ms']['libvirt'] for s in summaries]):.1f}"
-          f" ms + ncdma {_median([s['downtime_ms']['after_memory'] for s in summaries]):.1f} ms")
+          f" ms + ncdma {_median(added):.1f} ms [{min(added):.0f}..{max(added):.0f}] "
+          f"(added by ncdma, p50; target <= 30 ms: {'met' if met_added else 'MISSED'})")
     print(f"  memcpy bandwidth (the limit)       {memcpy:6.2f} GB/s")
     met_copy = min(capture_gbps, restore_gbps) >= 0.5 * memcpy
     print(f"  capture (flushed read), vram       {capture_gbps:6.2f} GB/s "
@@ -206,8 +211,11 @@ def report(figures: dict[str, list[float]], summaries: list[dict[str, Any]],
     for stage, seconds in stages.items():
         rate = f"{GiB / seconds / 1e9:6.2f} GB/s" if seconds else ""
         print(f"  {stage:<40} {seconds * 1e3:8.1f} ms  {rate}")
-    print(f"  {'total':<40} {sum(stages.values()) * 1e3:8.1f} ms")
-    return 0 if met_total and abs(downtime_gap) <= 10 and met_copy else 1
+    met_gib = sum(stages.values()) <= 0.5
+    print(f"  {'total':<40} {sum(stages.values()) * 1e3:8.1f} ms  (target <= 500 ms: "
+          f"{'met' if met_gib else 'MISSED'}; memcpy alone: {GiB / memcpy / 1e6:.1f} ms)")
+    return 0 if met_total and abs(downtime_gap) <= 5 and met_copy and met_added and met_gib \
+        else 1
 
 
 def main() -> int:
