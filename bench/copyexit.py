@@ -89,7 +89,13 @@ def _started(host: Host, name: str, tagged: bool) -> None:
 
 
 def _sigterm_ms(host: Host, name: str) -> float:
-    return float(host.run(["python3", "-c", _SIGTERM, name], check=True).stdout)
+    """SIGTERM to exit; then until libvirt has seen the domain stop (not timed)."""
+    elapsed = float(host.run(["python3", "-c", _SIGTERM, name], check=True).stdout)
+    deadline = time.monotonic() + 30
+    while host.virsh("domstate", name, check=False).stdout.strip() != "shut off":
+        assert time.monotonic() < deadline, f"libvirt never saw {name} stop"
+        time.sleep(0.1)
+    return elapsed
 
 
 def _no_guard(host: Host, uuid: str) -> None:
