@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lab.errors import LabError
 from lab.host import Host
+from lab.preload import build_preload
 
 FLEET_WRAPPER = "/usr/local/libexec/ncdma/ncdma-qemu"
 _WHEELS_IN_HOST = "/tmp/ncdma-wheels"
@@ -33,6 +34,7 @@ def install_ncdma(host: Host, wheels: Path, prefix: str = "/opt/ncdma",
     target = host.root_path / _WHEELS_IN_HOST.lstrip("/")
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(wheels, target)
+    build_preload(target)  # the lab's hosts have no compiler: install-host takes it from there
     done = host.run(["/srv/ncdma/scripts/install-host", "--prefix", prefix,
                      "--wheels", _WHEELS_IN_HOST, *(["--lab-stand-in"] if stand_in else [])],
                     timeout=300)

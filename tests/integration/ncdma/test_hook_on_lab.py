@@ -85,6 +85,11 @@ def test_method_vm_through_libvirt_refused_with_require_else_audited_with_the_re
     # the lab's kernel (this machine's) does not offer KVM_X86_QUIRK_IGNORE_GUEST_PAT, and
     # the lab's stand-in is the memslot flag's only: method vm is audit in both modes
     h1 = opted_in.lab.host("h1")
+    # install-host installed method vm's preload library (built beforehand: the lab's hosts
+    # have no compiler) where its ncdma.conf says
+    library = "usr/local/libexec/ncdma/libncdma-pat.so"
+    assert (h1.root_path / library).is_file()
+    assert f"preload = /{library}" in (h1.root_path / "etc/ncdma/ncdma.conf").read_text()
     opted_in.define()
     opted_in.enable("h1", "--method", "vm", "--require", "yes")
     assert "method='vm'" in opted_in.inactive_xml() or 'method="vm"' in opted_in.inactive_xml()
